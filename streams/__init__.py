@@ -1,0 +1,1 @@
+"""xlrec streams: event contracts, Kafka SDK, Faust worker, CLI and lag monitor."""

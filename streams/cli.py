@@ -1,0 +1,22 @@
+"""The `xlrec` command line. Each command group lives in its own module and imports
+heavy libraries inside its commands, so `xlrec --help` stays fast."""
+
+from __future__ import annotations
+
+import typer
+
+from streams import broker_cli
+from streams import sdk_cli
+
+app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+bench_app = typer.Typer(help="Benchmarks that print numbers and write JSON.", no_args_is_help=True)
+
+sdk_cli.register(app)
+app.add_typer(bench_app, name="bench")
+app.add_typer(broker_cli.app, name="kafka")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

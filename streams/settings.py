@@ -1,0 +1,87 @@
+"""One settings object for every xlrec process, read from `XLREC_*` environment variables."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# librdkafka logs through this logger: silent unless the application configures logging,
+# so a user sees one clear error instead of a retry line every 50 ms.
+KAFKA_LOG = logging.getLogger("xlrec.kafka")
+KAFKA_LOG.addHandler(logging.NullHandler())
+
+TOPIC_NAMES = ("items", "clicks", "reviews", "requests", "recommendations", "dlq")
+
+
+def default_cache_dir() -> Path:
+    """Models, broker jars and embedding caches live outside the repository."""
+    return Path.home() / ".cache" / "xlrec"
+
+
+class Settings(BaseSettings):
+    """Settings shared by the worker, the SDK and the CLI. Every field is `XLREC_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="XLREC_", extra="ignore")
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    topic_prefix: str = Field("xlrec.", description="Prefix of every topic name")
+    partitions: int = Field(8, ge=1, description="Partitions per topic when xlrec creates topics")
+    replication: int = Field(1, ge=1, description="Replication factor when xlrec creates topics")
+    group_id: str = Field("xlrec", description="Consumer group / Faust app id of the worker")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    data_dir: Path = Field(default_factory=lambda: default_cache_dir() / "data",
+                           description="Worker state: tables, embedded Qdrant, snapshots")
+    cache_dir: Path = Field(default_factory=default_cache_dir,
+                            description="Exported models, broker jars, embedding cache")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; embedded Qdrant when unset")
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Encoder execution device")
+    encoder_max_tokens: int = Field(256, ge=8, le=512)
+    encoder_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, 0 = all cores")
+
+    web_port: int = Field(6066, description="Worker HTTP port: /metrics and the recommendations API")
+    top_k: int = Field(10, ge=1, le=100)
+    rank_interval_s: float = Field(1.0, ge=0.0, description="At most one ranking per user per interval")
+
+    def topic(self, name: str) -> str:
+        """Full topic name for one of TOPIC_NAMES."""
+        if name not in TOPIC_NAMES:
+            raise ValueError(f"unknown topic {name!r}; expected one of {', '.join(TOPIC_NAMES)}")
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) client settings, security included."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+            "logger": KAFKA_LOG,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        for key, value in (("ssl.ca.location", self.ssl_cafile),
+                           ("ssl.certificate.location", self.ssl_certfile),
+                           ("ssl.key.location", self.ssl_keyfile)):
+            if value:
+                conf[key] = str(value)
+        return conf
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

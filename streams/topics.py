@@ -1,0 +1,58 @@
+"""Create xlrec's topics idempotently with the configured partitions and replication."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import TOPIC_NAMES, Settings
+
+ADMIN_TIMEOUT_S = 10.0
+
+
+class BrokerUnavailable(RuntimeError):
+    """The Kafka bootstrap servers did not answer in time."""
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({**settings.kafka_config(), "socket.connection.setup.timeout.ms": 5000})
+
+
+def check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Fail within `timeout_s` with a clear message when no broker answers."""
+    try:
+        admin_client(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answers at {settings.bootstrap} within {timeout_s:.0f}s "
+            f"(start one with `xlrec kafka start` or set XLREC_BOOTSTRAP): {exc.args[0].str()}"
+        ) from None
+
+
+def create_topics(settings: Settings) -> dict[str, str]:
+    """Create every xlrec topic; returns topic -> 'created' | 'exists'."""
+    check_broker(settings)
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
+    wanted = [settings.topic(name) for name in TOPIC_NAMES]
+    result = {topic: "exists" for topic in wanted if topic in existing}
+    new = [NewTopic(topic, num_partitions=settings.partitions, replication_factor=settings.replication,
+                    config=_topic_config(topic, settings))
+           for topic in wanted if topic not in existing]
+    if new:
+        for topic, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S).items():
+            try:
+                future.result()
+                result[topic] = "created"
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+                result[topic] = "exists"
+    return result
+
+
+def _topic_config(topic: str, settings: Settings) -> dict[str, str]:
+    # Dead letters keep the original bytes of poison messages, which may be large.
+    if topic == settings.topic("dlq"):
+        return {"max.message.bytes": str(16 * 1024 * 1024)}
+    return {}
