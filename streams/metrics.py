@@ -1,0 +1,99 @@
+"""Prometheus metrics of the xlrec worker, in one registry that `/metrics` renders.
+
+The pipeline imports the metric objects from here so that names, labels and buckets are
+defined once, and the dashboard, Grafana and tests all rely on the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+# A registry of our own (not prometheus_client's global one) so that importing a library
+# that registers metrics globally cannot add or clash with names on the worker's /metrics.
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+# Latency buckets: encoding a batch takes milliseconds to seconds on CPU, ranking one user
+# a few milliseconds, and an event reaches its recommendation within well under a minute.
+ENCODER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RANKING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+END_TO_END_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+EVENTS_PROCESSED = Counter(
+    "xlrec_events_processed", "Input events processed by the worker, per topic.",
+    ["topic"], registry=REGISTRY)
+DEAD_LETTERS = Counter(
+    "xlrec_dead_letters", "Events sent to the dead-letter topic, per reason "
+    "(e.g. invalid_json, schema, encoder_error, ranking_error).",
+    ["reason"], registry=REGISTRY)
+ENCODER_BATCH_SECONDS = Histogram(
+    "xlrec_encoder_batch_seconds", "Wall time of one encoder batch (tokenise + inference).",
+    buckets=ENCODER_BUCKETS, registry=REGISTRY)
+ENCODER_BATCH_SIZE = Histogram(
+    "xlrec_encoder_batch_size", "Texts per encoder batch.",
+    buckets=BATCH_SIZE_BUCKETS, registry=REGISTRY)
+ITEM_UPSERTS = Counter(
+    "xlrec_item_upserts", "Item vectors written to the vector store.", registry=REGISTRY)
+RANKING_SECONDS = Histogram(
+    "xlrec_ranking_seconds", "Time to rank one user's recommendations.",
+    buckets=RANKING_BUCKETS, registry=REGISTRY)
+RECOMMENDATIONS = Counter(
+    "xlrec_recommendations", "Recommendation messages written to the output topic.",
+    registry=REGISTRY)
+EVENT_TO_RECOMMENDATION_SECONDS = Histogram(
+    "xlrec_event_to_recommendation_seconds",
+    "From an input event's timestamp to the recommendation it triggered being produced.",
+    buckets=END_TO_END_BUCKETS, registry=REGISTRY)
+USERS = Gauge(
+    "xlrec_users", "Users in this worker's profile table (its assigned partitions).",
+    registry=REGISTRY)
+CONSUMER_LAG = Gauge(
+    "xlrec_consumer_lag", "Messages between the group's committed offset and the log end.",
+    ["group", "topic", "partition"], registry=REGISTRY)
+CONSUMER_LAG_UPDATED = Gauge(
+    "xlrec_consumer_lag_last_update_timestamp_seconds",
+    "Unix time at which xlrec_consumer_lag was last refreshed from Kafka.", registry=REGISTRY)
+
+
+class LagLike(Protocol):
+    """What `record_consumer_lag` needs from a lag row (streams.lag.PartitionLag fits)."""
+
+    group: str
+    topic: str
+    partition: int
+    lag: int
+
+
+def record_consumer_lag(rows: Iterable[LagLike], now: float) -> None:
+    """Replace every xlrec_consumer_lag sample with `rows`.
+
+    Partitions that disappeared (group deleted, reassigned topic) are dropped instead of
+    staying frozen at their last value.
+    """
+    CONSUMER_LAG.clear()
+    for row in rows:
+        CONSUMER_LAG.labels(group=row.group, topic=row.topic, partition=str(row.partition)).set(row.lag)
+    CONSUMER_LAG_UPDATED.set(now)
+
+
+def render(accept: str | None = None, registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The exposition body and its Content-Type for a `/metrics` handler.
+
+    Pass the request's Accept header: Prometheus may ask for OpenMetrics; without one the
+    classic text format 0.0.4 is returned, which every Prometheus version parses.
+    """
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
