@@ -20,3 +20,7 @@ app.add_typer(broker_cli.app, name="kafka")
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

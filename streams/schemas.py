@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
                       ValidationError, field_validator, model_validator)
 
 from streams.languages import normalize_language
@@ -43,13 +43,13 @@ Timestamp = Annotated[float, AfterValidator(_check_ts)]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[\ud800-\udfff]")
 
 
-def _clean_text(value: str) -> str:
+def _clean_text(value: Any) -> Any:
     """Drop control characters and lone surrogates: they carry no meaning and break encoders."""
-    return _CONTROL.sub("", value)
+    return _CONTROL.sub("", value) if isinstance(value, str) else value
 
 
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_clean_text)]
-Title = Annotated[str, AfterValidator(_clean_text),
+Text = Annotated[str, BeforeValidator(_clean_text), StringConstraints(max_length=MAX_TEXT_CHARS)]
+Title = Annotated[str, BeforeValidator(_clean_text),
                   StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS)]
 
 
