@@ -1,0 +1,243 @@
+"""Qdrant behind the VectorStore protocol: embedded (qdrant-edge-py, the default) or a server
+(qdrant-client), so the worker and the evaluation harness never see which one they talk to.
+
+Qdrant point ids must be ints or UUIDs: an item's point id is uuid5 of its item_id, which
+makes upserts idempotent by item_id, and the item_id itself travels in the payload.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import uuid
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ranking.store import Hit, ItemPoint, VectorStore
+
+ITEM_ID_KEY = "item_id"
+LANGS_KEY = "langs"
+# A fixed namespace: the same item_id maps to the same point id in every process and store.
+POINT_NAMESPACE = uuid.UUID("8d3a5f0e-5b7c-4c1e-9a53-2f6a1c0b7e41")
+
+
+class StoreError(RuntimeError):
+    """The vector store cannot be opened or used; the message says why and what to do."""
+
+
+def point_id(item_id: str) -> str:
+    """Stable Qdrant point id (UUID string) of an item."""
+    return str(uuid.uuid5(POINT_NAMESPACE, item_id))
+
+
+def _as_vector(vector: np.ndarray, dim: int) -> list[float]:
+    vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if vec.shape[0] != dim:
+        raise ValueError(f"vector has {vec.shape[0]} dimensions, the store holds {dim}")
+    return vec.tolist()
+
+
+def _payload(point: ItemPoint) -> dict[str, Any]:
+    return {**point.payload, ITEM_ID_KEY: point.item_id}
+
+
+class EdgeStore:
+    """The Qdrant engine in-process, on disk under `path` (one process owns a shard path).
+
+    New points land in appendable segments that are searched exactly; `optimize()` builds
+    the HNSW index and is slow, so callers run it in a thread off the event loop.
+    """
+
+    LOCK_FILE = "xlrec.lock"
+
+    def __init__(self, path: Path | str, dim: int) -> None:
+        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+
+        self.path = Path(path)
+        self.dim = dim
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        config = EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine))
+        try:
+            if (self.path / "edge_config.json").exists():
+                self._shard = EdgeShard.load(str(self.path), config)
+            else:
+                self._shard = EdgeShard.create(str(self.path), config)
+        except Exception as exc:
+            self._release_lock()
+            raise StoreError(f"cannot open the embedded Qdrant shard at {self.path}: {exc}") from None
+
+    def _acquire_lock(self) -> IO[str]:
+        """Fail at once, naming the holder, when another process owns the shard path."""
+        handle = open(self.path / self.LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreError(
+                f"the embedded Qdrant shard {self.path} is held by pid {holder}; one process owns "
+                "a shard path: stop that worker, give this one another XLREC_DATA_DIR, or share "
+                "vectors through a Qdrant server with XLREC_QDRANT_URL") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+    def _release_lock(self) -> None:
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def upsert(self, points: Sequence[ItemPoint]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        if points:
+            self._shard.update(UpdateOperation.upsert_points(
+                [Point(point_id(p.item_id), _as_vector(p.vector, self.dim), _payload(p)) for p in points]))
+
+    def delete(self, item_ids: Sequence[str]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        if item_ids:
+            self._shard.update(UpdateOperation.delete_points([point_id(i) for i in item_ids]))
+
+    def get(self, item_ids: Sequence[str]) -> dict[str, ItemPoint]:
+        if not item_ids:
+            return {}
+        records = self._shard.retrieve([point_id(i) for i in item_ids], with_payload=True, with_vector=True)
+        out = {}
+        for rec in records:
+            payload = dict(rec.payload or {})
+            item_id = payload[ITEM_ID_KEY]
+            out[item_id] = ItemPoint(item_id, np.asarray(rec.vector, dtype=np.float32), payload)
+        return out
+
+    def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
+               langs: Collection[str] | None = None) -> list[Hit]:
+        from qdrant_edge import (FieldCondition, Filter, HasIdCondition, MatchAny, Query,
+                                 SearchRequest)
+
+        if k <= 0 or (langs is not None and not langs):
+            return []
+        must = [FieldCondition(LANGS_KEY, match=MatchAny(list(langs)))] if langs is not None else None
+        must_not = [HasIdCondition({point_id(i) for i in exclude})] if exclude else None
+        flt = Filter(must=must, must_not=must_not) if (must or must_not) else None
+        found = self._shard.search(SearchRequest(query=Query.Nearest(_as_vector(vector, self.dim)),
+                                                 limit=k, filter=flt, with_payload=True))
+        return [Hit(p.payload[ITEM_ID_KEY], float(p.score), dict(p.payload)) for p in found]
+
+    def count(self) -> int:
+        from qdrant_edge import CountRequest
+
+        return int(self._shard.count(CountRequest(exact=True)))
+
+    def optimize(self) -> None:
+        self._shard.optimize()
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            self._shard.flush()
+            self._shard.close()
+            self._release_lock()
+
+
+class ServerStore:
+    """A Qdrant server (`XLREC_QDRANT_URL`) shared by several workers, via qdrant-client.
+
+    `url=":memory:"` runs qdrant-client's in-process implementation of the same API (tests);
+    `client` shares one existing QdrantClient between stores.
+    """
+
+    def __init__(self, url: str, dim: int, collection: str = "xlrec_items", *,
+                 timeout_s: int = 10, client: Any = None) -> None:
+        from qdrant_client import QdrantClient, models
+
+        self.dim = dim
+        self.collection = collection
+        self.url = url
+        self._models = models
+        if client is None:
+            client = (QdrantClient(location=":memory:") if url == ":memory:"
+                      else QdrantClient(url=url, timeout=timeout_s))
+        self._client = client
+        try:
+            if self._client.collection_exists(collection):
+                params = self._client.get_collection(collection).config.params.vectors
+                size = getattr(params, "size", None)
+                if size != dim:
+                    raise StoreError(f"Qdrant collection {collection!r} at {url} holds {size}-d vectors, "
+                                     f"the encoder makes {dim}-d ones; use another collection")
+            else:
+                self._client.create_collection(
+                    collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
+                if url != ":memory:":
+                    self._client.create_payload_index(collection, LANGS_KEY, models.PayloadSchemaType.KEYWORD)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot reach the Qdrant server at {url}: {exc}") from None
+
+    def upsert(self, points: Sequence[ItemPoint]) -> None:
+        if points:
+            self._client.upsert(self.collection, wait=True, points=[
+                self._models.PointStruct(id=point_id(p.item_id), vector=_as_vector(p.vector, self.dim),
+                                         payload=_payload(p)) for p in points])
+
+    def delete(self, item_ids: Sequence[str]) -> None:
+        if item_ids:
+            self._client.delete(self.collection, points_selector=[point_id(i) for i in item_ids], wait=True)
+
+    def get(self, item_ids: Sequence[str]) -> dict[str, ItemPoint]:
+        if not item_ids:
+            return {}
+        records = self._client.retrieve(self.collection, [point_id(i) for i in item_ids],
+                                        with_payload=True, with_vectors=True)
+        out = {}
+        for rec in records:
+            payload = dict(rec.payload or {})
+            item_id = payload[ITEM_ID_KEY]
+            out[item_id] = ItemPoint(item_id, np.asarray(rec.vector, dtype=np.float32), payload)
+        return out
+
+    def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
+               langs: Collection[str] | None = None) -> list[Hit]:
+        m = self._models
+        if k <= 0 or (langs is not None and not langs):
+            return []
+        must = [m.FieldCondition(key=LANGS_KEY, match=m.MatchAny(any=list(langs)))] if langs is not None else None
+        must_not = [m.HasIdCondition(has_id=[point_id(i) for i in exclude])] if exclude else None
+        flt = m.Filter(must=must, must_not=must_not) if (must or must_not) else None
+        found = self._client.query_points(self.collection, query=_as_vector(vector, self.dim), limit=k,
+                                          query_filter=flt, with_payload=True).points
+        return [Hit(p.payload[ITEM_ID_KEY], float(p.score), dict(p.payload)) for p in found]
+
+    def count(self) -> int:
+        return int(self._client.count(self.collection, exact=True).count)
+
+    def optimize(self) -> None:
+        """The server indexes in the background by itself: nothing to do here."""
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def collection_name(topic_prefix: str, dim: int) -> str:
+    """`xlrec.` -> `xlrec_items_384`: one collection per deployment and vector size."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", topic_prefix).strip("_") or "xlrec"
+    return f"{base}_items_{dim}"
+
+
+def open_store(settings: Any, dim: int) -> VectorStore:
+    """The store the settings ask for: a server when `qdrant_url` is set, else embedded on disk
+    under `data_dir/qdrant/<collection>`."""
+    name = collection_name(settings.topic_prefix, dim)
+    if settings.qdrant_url:
+        return ServerStore(settings.qdrant_url, dim, name)
+    return EdgeStore(Path(settings.data_dir) / "qdrant" / name, dim)
