@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from streams import broker_cli
+from streams import lag_cli
 from streams import sdk_cli
 
 app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_help=True,
@@ -13,6 +14,7 @@ app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_
 bench_app = typer.Typer(help="Benchmarks that print numbers and write JSON.", no_args_is_help=True)
 
 sdk_cli.register(app)
+app.command("lag")(lag_cli.lag)
 app.add_typer(bench_app, name="bench")
 app.add_typer(broker_cli.app, name="kafka")
 

@@ -1,0 +1,133 @@
+"""`xlrec lag`: consumer lag per group and partition, once (table or JSON) or live (`--watch`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.console import Console
+
+from streams.sdk_cli import fail
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from streams.lag import LagMonitor, LagReport
+
+out = Console()
+
+# --max-lag exceeded: distinct from 1 (error) so cron jobs and alerts can tell them apart.
+EXIT_LAG_EXCEEDED = 2
+
+
+def lag(
+    group: Optional[str] = typer.Option(None, "--group", "-g",
+                                        help="Only this consumer group (default: all xlrec groups)"),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Live-updating table until Ctrl-C"),
+    interval: float = typer.Option(1.0, "--interval", "-i", min=0.0,
+                                   help="Seconds between samples; one-shot runs sample twice this far "
+                                        "apart to measure rates (0: one sample, no rates)"),
+    as_json: bool = typer.Option(False, "--json", help="JSON array, one object per group and partition "
+                                                       "(with --watch: one array per line)"),
+    max_lag: Optional[int] = typer.Option(None, "--max-lag", min=0,
+                                          help="Exit with status 2 when any partition's lag exceeds N "
+                                               "(with --watch: highlight those rows)"),
+) -> None:
+    """Committed offset, log-end offset, lag, consumption rate and time to catch up, per partition."""
+    from streams.lag import UnknownGroup, open_monitor
+    from streams.settings import get_settings
+    from streams.topics import BrokerUnavailable
+
+    try:
+        monitor = open_monitor(get_settings(), group, window_s=max(10.0, 3 * interval))
+        if watch:
+            _watch(monitor, interval, as_json, max_lag)
+            return
+        report = monitor.sample()
+        if interval > 0:
+            time.sleep(interval)
+            report = monitor.sample()
+    except (BrokerUnavailable, UnknownGroup) as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(_table(report, max_lag))
+    if max_lag is not None and report.max_lag > max_lag:
+        raise typer.Exit(EXIT_LAG_EXCEEDED)
+
+
+def _print_json(report: LagReport) -> None:
+    sys.stdout.write(json.dumps([row.as_dict() for row in report.rows]) + "\n")
+    sys.stdout.flush()
+
+
+def _watch(monitor: LagMonitor, interval: float, as_json: bool, max_lag: int | None) -> None:
+    """Refresh until Ctrl-C; a broker that goes away mid-watch is shown, not fatal."""
+    from rich.live import Live
+
+    from streams.lag import UnknownGroup
+    from streams.topics import BrokerUnavailable
+
+    report = monitor.sample()  # errors here are fatal: nothing was ever shown
+    interval = max(interval, 0.2)
+    try:
+        if as_json:
+            while True:
+                _print_json(report)
+                time.sleep(interval)
+                report = monitor.sample()
+        with Live(_table(report, max_lag), console=out, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                try:
+                    report = monitor.sample()
+                    live.update(_table(report, max_lag), refresh=True)
+                except (BrokerUnavailable, UnknownGroup) as exc:
+                    live.update(_table(report, max_lag, error=str(exc)), refresh=True)
+    except KeyboardInterrupt:
+        return
+
+
+def _table(report: LagReport, max_lag: int | None, error: str | None = None) -> Table:
+    from rich.table import Table
+
+    stamp = time.strftime("%H:%M:%S", time.localtime(report.at))
+    caption = f"[bold red]{error}[/] (showing {stamp})" if error else f"at {stamp}"
+    table = Table(title="xlrec consumer lag", caption=caption, caption_justify="left")
+    for name in ("group", "topic", "partition", "committed", "end", "lag", "rate/s", "eta"):
+        table.add_column(name, justify="left" if name in ("group", "topic") else "right")
+    if not report.rows:
+        table.add_row("[dim]no xlrec consumer group has committed offsets yet[/]", *[""] * 7)
+    for row in report.rows:
+        over = max_lag is not None and row.lag > max_lag
+        table.add_row(row.group, row.topic, str(row.partition), str(row.committed), str(row.end_offset),
+                      f"[bold red]{row.lag}[/]" if over else str(row.lag),
+                      _rate(row.rate_per_s), _eta(row.eta_s, row.lag, row.rate_per_s))
+    totals = report.totals() if report.rows else []
+    if totals:
+        table.add_section()
+    for total in totals:
+        table.add_row(total.group, total.topic or "(all)", "(all)", "", "", str(total.lag),
+                      _rate(total.rate_per_s), _eta(total.eta_s, total.lag, total.rate_per_s),
+                      style="bold" if total.topic is None else None)
+    return table
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:,.1f}"
+
+
+def _eta(eta: float | None, lag: int, rate: float | None) -> str:
+    """Human time to catch up; 'behind' when the lag is measured and not shrinking."""
+    if eta is None:
+        return "behind" if lag > 0 and rate is not None else "-"
+    seconds = int(round(eta))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
