@@ -8,6 +8,7 @@ import typer
 from streams import broker_cli
 from streams import lag_cli
 from streams import sdk_cli
+from encoders import cli as encoder_cli
 
 app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -16,6 +17,8 @@ bench_app = typer.Typer(help="Benchmarks that print numbers and write JSON.", no
 sdk_cli.register(app)
 app.command("lag")(lag_cli.lag)
 app.add_typer(bench_app, name="bench")
+app.add_typer(encoder_cli.app, name="encoder")
+bench_app.command("encoder")(encoder_cli.bench_encoder)
 app.add_typer(broker_cli.app, name="kafka")
 
 

@@ -1,0 +1,101 @@
+"""Turning arbitrary user text into padded token batches. Shared by the ONNX runtime and
+the PyTorch reference so both see exactly the same inputs (parity and benchmark rely on it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from encoders.base import EncoderInputError
+
+E5_PREFIX = "query: "
+# A token covers at least one character in practice; 16 characters per token leaves a wide
+# margin while keeping the tokenizer's work bounded for megabyte-sized inputs.
+CHARS_PER_TOKEN_BUDGET = 16
+
+
+def clean_text(text: object, index: int = 0) -> str:
+    """Validate one input and make it safe for the tokenizer.
+
+    Lone UTF-16 surrogates (which cannot be UTF-8 encoded) become U+FFFD; valid surrogate
+    pairs are joined. Anything that is not a `str` is refused with a message naming it.
+    """
+    if not isinstance(text, str):
+        raise EncoderInputError(
+            f"texts[{index}] is {type(text).__name__}, expected str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One padded model input and the positions of its rows in the caller's list."""
+
+    indices: np.ndarray         # int64 [b]: original positions
+    input_ids: np.ndarray       # int64 [b, L]
+    attention_mask: np.ndarray  # int64 [b, L]
+
+
+class TextBatcher:
+    """Tokenises with a `tokenizer.json`, truncates at `max_tokens` (special tokens included),
+    and yields length-sorted batches so padding stays small."""
+
+    def __init__(self, tokenizer_path: Path, max_tokens: int = 256, prefix: str = E5_PREFIX,
+                 batch_size: int = 32, max_batch_tokens: int = 8192) -> None:
+        from tokenizers import Tokenizer
+
+        if max_tokens < 8:
+            raise ValueError(f"max_tokens must be >= 8, got {max_tokens}")
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.max_tokens = max_tokens
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.pad_id = self.tokenizer.token_to_id("<pad>")
+        if self.pad_id is None:
+            self.pad_id = 0
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """Validate, repair and cap each text, then add the model's prefix."""
+        if isinstance(texts, (str, bytes)):
+            raise EncoderInputError("texts must be a sequence of str, not a single "
+                                    f"{type(texts).__name__}; wrap it in a list")
+        budget = self.max_tokens * CHARS_PER_TOKEN_BUDGET
+        out = []
+        for i, text in enumerate(texts):
+            text = clean_text(text, i)
+            if len(text) > budget:
+                # Whitespace runs count as one space for the tokenizer, so collapse them
+                # before cutting: a text padded with spaces keeps its words.
+                text = " ".join(text.split())[:budget]
+            out.append(self.prefix + text)
+        return out
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, special tokens included, at most `max_tokens` each."""
+        return [enc.ids for enc in self.tokenizer.encode_batch(self.prepare(texts))]
+
+    def batches(self, ids: list[list[int]]) -> Iterator[Batch]:
+        """Group texts of similar length, longest first, within both batch limits."""
+        order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+        start = 0
+        while start < len(order):
+            longest = len(ids[order[start]])
+            size = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
+            chosen = order[start:start + size]
+            start += size
+            input_ids = np.full((len(chosen), longest), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chosen), longest), dtype=np.int64)
+            for row, i in enumerate(chosen):
+                n = len(ids[i])
+                input_ids[row, :n] = ids[i]
+                mask[row, :n] = 1
+            yield Batch(np.asarray(chosen, dtype=np.int64), input_ids, mask)
