@@ -19,6 +19,7 @@ fast the lag shrinks (consumption minus production); it is None while the lag do
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -171,9 +172,10 @@ class LagMonitor:
         if self.group is None:
             return known
         if self.group not in known:
-            xlrec = [g for g in known if is_xlrec_group(g, (), self.settings)]
-            hint = f"; known groups: {', '.join(xlrec)}" if xlrec else ""
-            raise UnknownGroup(f"unknown consumer group {self.group!r} on {self.settings.bootstrap}{hint}")
+            close = difflib.get_close_matches(self.group, known, n=3)
+            hint = (f"did you mean {', '.join(map(repr, close))}?" if close else
+                    f"{len(known)} groups exist; `xlrec lag` without --group lists xlrec's")
+            raise UnknownGroup(f"unknown consumer group {self.group!r} on {self.settings.bootstrap} ({hint})")
         return [self.group]
 
     def _committed_offsets(self) -> dict[tuple[str, str, int], int]:
