@@ -8,6 +8,7 @@ import typer
 from streams import broker_cli
 from streams import lag_cli
 from streams import sdk_cli
+from streams import worker_cli
 from encoders import cli as encoder_cli
 
 app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_help=True,
@@ -15,6 +16,7 @@ app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_
 bench_app = typer.Typer(help="Benchmarks that print numbers and write JSON.", no_args_is_help=True)
 
 sdk_cli.register(app)
+app.command("worker")(worker_cli.worker)
 app.command("lag")(lag_cli.lag)
 app.add_typer(bench_app, name="bench")
 app.add_typer(encoder_cli.app, name="encoder")
