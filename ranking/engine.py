@@ -16,18 +16,35 @@ Typical use by the agents:
 
 from __future__ import annotations
 
+import os
+import pickle
+import random
+import tempfile
+import zlib
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from encoders.base import Encoder
-from ranking.store import VectorStore
+from ranking import profile as profiles
+from ranking import reasons
+from ranking.catalog import ItemCatalog
+from ranking.hybrid import (FEATURE_GROUPS, FEATURES, LANG_HALF_LIVES_H, TREND_HALF_LIVES_H,
+                            HybridConfig, PairwiseScorer, Signals, UserContext, explore, mmr)
+from ranking.signals import HOUR, CoCounts, DecayedCounts
+from ranking.store import ItemPoint, VectorStore
+from ranking.vectors import LanguageCentering
 from streams.schemas import ClickEvent, ItemEvent, ReviewEvent
 
 Profile = dict[str, Any]
 UserEvent = ClickEvent | ReviewEvent
+
+
+SNAPSHOT_VERSION = 1
+MAX_REVIEW_CHARS = 2_000   # enough for the encoder's token budget; bounds tokenizer work
 
 
 class Recommended(NamedTuple):
@@ -40,39 +57,93 @@ class Recommended(NamedTuple):
     lang: str | None
 
 
+@dataclass
+class Ranking:
+    """One ranking and the lists before diversity and exploration (for ablations)."""
+
+    items: list[Recommended]          # what is shown: scored, diversified, explored
+    by_score: list[str]               # top-k by score alone
+    diversified: list[str]            # after MMR, before exploration
+
+
 class Recommender:
     """Online hybrid recommender: candidates from several sources, features scored by a
     River model that learns from the stream itself, diversified, with a reason per item.
 
     `store` holds the item vectors for ANN search (Qdrant in the worker, `MemoryStore` in
     evaluation). `encoder` embeds item and review texts; pass None to run without content
-    (vectors then come only from `review_vector`/`item_vector` arguments). `seed` makes
-    exploration reproducible.
+    (vectors then come only from `review_vector`/`vector` arguments). `seed` makes
+    exploration and negative sampling reproducible.
     """
 
+    name = "xlrec"
+
     def __init__(self, store: VectorStore, encoder: Encoder | None, *, seed: int = 0,
-                 config: "HybridConfig | None" = None) -> None:
-        raise NotImplementedError
+                 config: HybridConfig | None = None,
+                 profile_config: profiles.ProfileConfig | None = None) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.seed = seed
+        self.config = config or HybridConfig()
+        self.profile_config = profile_config or profiles.ProfileConfig()
+        dim = encoder.dim if encoder is not None else store.dim
+        self.catalog = ItemCatalog(dim)
+        self.centering = LanguageCentering(dim)
+        self.trend = DecayedCounts([h * HOUR for h in TREND_HALF_LIVES_H])
+        self.lang_trend: dict[str, DecayedCounts] = {}
+        self.cooc = CoCounts()
+        self.scorer = PairwiseScorer(self.config)
+        self.rng = random.Random(seed)
+        self.updates = 0
+        self._cache: tuple[Any, ...] | None = None   # (key, signals) of the last ranking
 
     # ---- items (item agent) -------------------------------------------------------------
     def upsert_item(self, event: ItemEvent, vector: np.ndarray | None = None) -> None:
         """Add or update a catalog item (its title/description text is embedded unless
         `vector` is given); `event.deleted` removes it from recommendations. Idempotent."""
-        raise NotImplementedError
+        self.upsert_items([event], None if vector is None else [vector])
 
     def delete_item(self, item_id: str) -> None:
         """Stop recommending an item; unknown ids are ignored."""
-        raise NotImplementedError
+        if self.catalog.delete(item_id) is not None:
+            self.store.delete([item_id])
+            self._changed()
 
-    def upsert_items(self, events: Sequence[ItemEvent]) -> None:
-        """`upsert_item` for a batch, embedding all texts in one encoder call."""
-        raise NotImplementedError
+    def upsert_items(self, events: Sequence[ItemEvent],
+                     vectors: Sequence[np.ndarray] | None = None) -> None:
+        """`upsert_item` for a batch, embedding all texts in one encoder call; `vectors`,
+        if given, are the raw text vectors aligned with `events`."""
+        live = [i for i, e in enumerate(events) if not e.deleted]
+        for e in events:
+            if e.deleted:
+                self.delete_item(e.item_id)
+        if not live:
+            return
+        raw: dict[int, np.ndarray] = {}
+        if vectors is not None:
+            raw = {i: np.asarray(vectors[i], np.float32) for i in live}
+        elif self.encoder is not None:
+            encoded = self.encoder.encode([item_text(events[i]) for i in live])
+            raw = dict(zip(live, encoded))
+        for i in live:
+            e = events[i]
+            text_vec = None
+            if i in raw:
+                key = f"text:{e.lang or 'und'}"
+                self.centering.learn(raw[i], key)
+                text_vec = self.centering.neutral(raw[i], key)
+            self._push(self.catalog.upsert(e.item_id, e.ts, e.title, e.lang, text_vec))
+        self._changed()
 
     # ---- user events (profile agent) ----------------------------------------------------
     def embed_reviews(self, events: Sequence[ReviewEvent]) -> dict[str, np.ndarray]:
         """Embed the texts of a batch of reviews at once (event_id -> vector), so the agent
         can pass them to `observe` and the encoder sees full batches. Empty texts are left out."""
-        raise NotImplementedError
+        todo = [e for e in events if e.text.strip()]
+        if self.encoder is None or not todo:
+            return {}
+        vecs = self.encoder.encode([e.text[:MAX_REVIEW_CHARS] for e in todo])
+        return {e.event_id: vecs[i] for i, e in enumerate(todo)}
 
     def observe(self, profile: Profile | None, event: UserEvent, *,
                 review_vector: np.ndarray | None = None) -> Profile:
@@ -85,7 +156,38 @@ class Recommender:
         already in the profile changes nothing (returns the profile unchanged). An event on
         an unknown item makes the item known (title unknown until an ItemEvent names it).
         """
-        raise NotImplementedError
+        if profiles.already_applied(profile, event.event_id):
+            return dict(profile)  # type: ignore[arg-type]
+        is_review = isinstance(event, ReviewEvent)
+        positive = event.positive if is_review else True
+        if is_review and review_vector is None and event.text.strip():
+            review_vector = self.embed_reviews([event]).get(event.event_id)
+        row = self.catalog.index.row(event.item_id)
+        if row is not None and self.catalog.active[row]:
+            if self.catalog.first_ts[row] < event.ts:   # it could have been recommended
+                self._learn_choice(event.user_id, profile, row, event.ts)
+        else:
+            row = self.catalog.touch(event.item_id, event.ts)
+        neutral = None
+        if review_vector is not None:
+            raw = np.asarray(review_vector, np.float32)
+            self.centering.learn(raw, event.lang)
+            neutral = self.centering.neutral(raw, event.lang)
+        self.catalog.add_event(row, positive, event.lang, neutral)
+        self.trend.add(row, event.ts)
+        if event.lang:
+            self.lang_trend.setdefault(
+                event.lang, DecayedCounts([h * HOUR for h in LANG_HALF_LIVES_H])).add(row, event.ts)
+        self.cooc.add(row, [r for r in self._rows(profiles.history(profile)) if r != row])
+        item_vec = self.catalog.vec[row]
+        new = profiles.apply_event(
+            profile, user_id=event.user_id, event_id=event.event_id, item_id=event.item_id,
+            ts=event.ts, kind="review" if is_review else "click", positive=positive,
+            lang=event.lang, item_vector=item_vec if item_vec.any() else None,
+            review_vector=neutral, config=self.profile_config)
+        self._push(row)
+        self._changed()
+        return new
 
     # ---- ranking (ranking agent, requests) ----------------------------------------------
     def recommend(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,
@@ -98,29 +200,243 @@ class Recommender:
         `lang` keeps items available in that language. A user without history gets
         language-aware trending and fresh items.
         """
-        raise NotImplementedError
+        return self.rank(user_id, profile, k, now=now, query_vector=query_vector, lang=lang,
+                         exclude=exclude).items
+
+    def rank(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,
+             query_vector: np.ndarray | None = None, lang: str | None = None,
+             exclude: Collection[str] = ()) -> Ranking:
+        """`recommend`, also returning the lists before diversity and exploration."""
+        ctx = self._context(profile, query_vector)
+        signals = self._signals(user_id, profile, ctx, now, query_vector)
+        banned = set(exclude) | set(profiles.history(profile))
+        rows = self._candidates(signals, ctx, banned, lang)
+        if rows.size == 0:
+            return Ranking([], [], [])
+        x = signals.matrix(rows)
+        weights = self.scorer.weights()
+        scores = x @ weights
+        order = np.lexsort((rows, -scores))
+        rows, scores, x = rows[order], scores[order], x[order]
+        pool = min(len(rows), self.config.mmr_pool * k)
+        picked = mmr(rows[:pool], scores[:pool], self.catalog.vec[rows[:pool]], k,
+                     self.config.mmr_lambda)
+        diversified = [self.catalog.index.ids[rows[j]] for j in picked]
+        rng = random.Random(zlib.crc32(f"{self.seed}:{user_id}:{now}".encode()))
+        shown, explored = explore(picked, len(rows), k, self.config, rng)
+        mean_x = x.mean(axis=0)
+        items = [self._item(int(rows[j]), float(scores[j]),
+                            "explore" if j == explored else self._top_group(x[j], mean_x, weights),
+                            ctx, profile)
+                 for j in shown]
+        by_score = [self.catalog.index.ids[r] for r in rows[:k]]
+        return Ranking(items, by_score, diversified)
 
     def embed_query(self, text: str) -> np.ndarray:
         """The vector of a free-text query in any language, for `recommend(query_vector=...)`."""
-        raise NotImplementedError
+        if self.encoder is None:
+            raise RuntimeError("this Recommender has no encoder; queries need one")
+        return self.encoder.encode([text])[0]
 
     def feedback(self, user_id: str, profile: Profile | None, shown: Sequence[str],
                  clicked: str | None, *, now: float) -> None:
         """Learn from an impression: `clicked` (one of `shown`) is a positive, the items shown
-        and not clicked within the feedback window are negatives."""
-        raise NotImplementedError
+        and not clicked within the feedback window are negatives. An impression without a
+        click says nothing about the order, so it teaches nothing."""
+        pos = self.catalog.index.row(clicked) if clicked else None
+        negs = [r for r in self._rows([s for s in shown if s != clicked])]
+        if pos is None or not negs:
+            return
+        ctx = self._context(profile, None)
+        signals = self._signals(user_id, profile, ctx, now, None)
+        x = signals.matrix(np.asarray([pos, *negs]))
+        self.scorer.learn(x[0], x[1:], self.rng)
+        self._changed()
 
     # ---- persistence --------------------------------------------------------------------
     def snapshot(self, path: Path) -> None:
         """Write the worker-side state (River models, counters, catalog) to one file
         atomically; profiles are not included (they live in the users table)."""
-        raise NotImplementedError
+        state = {"version": SNAPSHOT_VERSION, "catalog": self.catalog,
+                 "centering": self.centering.state(), "trend": self.trend,
+                 "lang_trend": self.lang_trend, "cooc": self.cooc, "scorer": self.scorer,
+                 "rng": self.rng.getstate(), "updates": self.updates,
+                 "config": self.config, "encoder": getattr(self.encoder, "name", None)}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def restore(self, path: Path) -> None:
-        """Load a state written by `snapshot` and re-upsert the item vectors into the store."""
-        raise NotImplementedError
+        """Load a state written by `snapshot` and re-upsert the item vectors into the store.
+        Only load snapshots this worker wrote: the file is a pickle."""
+        with open(path, "rb") as f:
+            state = pickle.load(f)
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"{path}: snapshot version {state.get('version')}, "
+                             f"expected {SNAPSHOT_VERSION}")
+        if state["encoder"] != getattr(self.encoder, "name", None):
+            raise ValueError(f"{path}: vectors of encoder {state['encoder']!r} do not mix "
+                             f"with {getattr(self.encoder, 'name', None)!r}")
+        self.catalog, self.trend = state["catalog"], state["trend"]
+        self.centering = LanguageCentering.from_state(state["centering"])
+        self.lang_trend, self.cooc, self.scorer = state["lang_trend"], state["cooc"], state["scorer"]
+        self.rng.setstate(state["rng"])
+        self.updates, self.config = state["updates"], state["config"]
+        for row in range(len(self.catalog)):
+            self._push(row)
+        self._changed()
 
     @property
     def model_version(self) -> str:
         """Identifier for `Recommendation.model_version`: ranker name, encoder and update count."""
-        raise NotImplementedError
+        return f"{self.name}/{getattr(self.encoder, 'name', 'no-encoder')}/{self.updates}"
+
+    def feature_weights(self) -> dict[str, float]:
+        """The learnt weight of each feature (on raw feature scale), for reports."""
+        return dict(zip(FEATURES, self.scorer.weights().tolist()))
+
+    # ---- internals ----------------------------------------------------------------------
+    def _changed(self) -> None:
+        self.updates += 1
+        self._cache = None
+
+    def _rows(self, item_ids: Sequence[str]) -> list[int]:
+        rows = (self.catalog.index.row(i) for i in item_ids)
+        return [r for r in rows if r is not None]
+
+    def _push(self, row: int) -> None:
+        """Mirror an item into the vector store (only items with a vector are searchable)."""
+        c = self.catalog
+        if not c.active[row] or not c.vec[row].any():
+            return
+        self.store.upsert([ItemPoint(c.index.ids[row], c.vec[row].copy(), {
+            "title": c.titles[row], "langs": c.langs(row), "ts": float(c.first_ts[row]),
+            "n": int(c.n_events[row])})])
+
+    def _context(self, profile: Profile | None, query: np.ndarray | None) -> UserContext:
+        ctx = UserContext(interest=profiles.interest_vector(profile),
+                          own=profiles.own_review_vector(profile),
+                          langs=profiles.languages(profile))
+        if query is not None:
+            q = np.asarray(query, np.float32)
+            ctx.query = self.centering.neutral(q, None)
+        for item_id, weight, lang in (profile or {}).get("recent", ()):
+            row = self.catalog.index.row(item_id)
+            if row is not None:
+                ctx.history_rows.append(row)
+                ctx.history_weights.append(weight)
+                ctx.history_langs.append(lang)
+        return ctx
+
+    def _signals(self, user_id: str, profile: Profile | None, ctx: UserContext, now: float,
+                 query: np.ndarray | None) -> Signals:
+        """Signals at `now`, reused while nothing changed (recommend, then observe)."""
+        key = (user_id, self.updates, now, (profile or {}).get("events", [None])[-1:],
+               None if query is None else query.tobytes())
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        signals = Signals(self.catalog, self.trend, self.lang_trend, self.cooc, ctx, now,
+                          self.config.new_item_hours)
+        self._cache = (key, signals)
+        return signals
+
+    def _candidates(self, s: Signals, ctx: UserContext, banned: set[str],
+                    lang: str | None) -> np.ndarray:
+        """Union of the candidate sources, known active items only, minus `banned`."""
+        cfg, c = self.config, self.catalog
+        ok = c.active[: s.n].copy()
+        for item_id in banned:
+            r = c.index.row(item_id)
+            if r is not None and r < s.n:
+                ok[r] = False
+        if lang is not None:
+            ok &= np.asarray([lang in c.langs(r) for r in range(s.n)], bool)
+        chosen: set[int] = set()
+
+        def take(values: np.ndarray, n: int) -> None:
+            v = np.where(ok, values, -np.inf)
+            top = np.argsort(-v, kind="stable")[:n]
+            chosen.update(int(r) for r in top if np.isfinite(v[r]))
+
+        for vector in (ctx.interest, ctx.query):
+            if vector is not None:
+                hits = self.store.search(vector, cfg.n_content, exclude=banned,
+                                         langs=[lang] if lang else None)
+                chosen.update(r for r in self._rows([h.item_id for h in hits]) if ok[r])
+        if ctx.history_rows:
+            take(s.f["cooc_sum"], cfg.n_cooc)
+        for name in ("trend_3h", "trend_24h", "trend_168h"):
+            take(s.f[name], cfg.n_trend // 3)
+        if ctx.main_lang:
+            take(s.f["lang_trend_168h"], cfg.n_lang)
+        take(-s.f["age"], cfg.n_fresh)
+        return np.asarray(sorted(chosen), np.int64)
+
+    def _learn_choice(self, user_id: str, profile: Profile | None, row: int, now: float) -> None:
+        """The user chose `row`: learn it against the best-ranked items not chosen and a few
+        other candidates, all with the features they had just before the event."""
+        ctx = self._context(profile, None)
+        signals = self._signals(user_id, profile, ctx, now, None)
+        banned = set(profiles.history(profile)) | {self.catalog.index.ids[row]}
+        rows = self._candidates(signals, ctx, banned, None)
+        if rows.size == 0:
+            return
+        scores = signals.matrix(rows) @ self.scorer.weights()
+        order = np.lexsort((rows, -scores))
+        hard = list(rows[order[: self.config.hard_negatives]])
+        rest = [int(r) for r in rows[order[self.config.hard_negatives:]]]
+        easy = self.rng.sample(rest, min(self.config.random_negatives, len(rest)))
+        x = signals.matrix(np.asarray([row, *hard, *easy], np.int64))
+        self.scorer.learn(x[0], x[1:], self.rng)
+
+    def _top_group(self, x: np.ndarray, mean_x: np.ndarray, weights: np.ndarray) -> str:
+        contrib = weights * (x - mean_x)
+        best, best_value = "popular", 0.0
+        for group, names in FEATURE_GROUPS.items():
+            value = sum(contrib[FEATURES.index(n)] for n in names)
+            if value > best_value:
+                best, best_value = group, value
+        return best
+
+    def _item(self, row: int, score: float, group: str, ctx: UserContext,
+              profile: Profile | None) -> Recommended:
+        c = self.catalog
+        return Recommended(c.index.ids[row], score, self._reason(row, group, ctx), c.titles[row],
+                           c.main_lang(row))
+
+    def _reason(self, row: int, group: str, ctx: UserContext) -> str:
+        c = self.catalog
+        hist = ctx.history_rows
+        if group == "explore":
+            return reasons.EXPLORE
+        if group == "content" and ctx.query is not None:
+            return reasons.QUERY
+        if group == "content" and hist:
+            sims = c.vec[hist] @ c.vec[row]
+            j = int(np.argmax(sims))
+            return reasons.similar_to(c.title(hist[j]),
+                                      ctx.history_weights[j] == self.profile_config.click_weight,
+                                      ctx.history_langs[j])
+        if group == "cooc" and hist:
+            co = self.cooc.c[hist, row] if row < self.cooc.c.shape[0] else np.zeros(len(hist))
+            return reasons.together_with(c.title(hist[int(np.argmax(co))]))
+        if group == "lang":
+            return reasons.popular_with(ctx.main_lang)
+        if group == "trend":
+            return reasons.TRENDING
+        if group == "new":
+            return reasons.NEW
+        return reasons.POPULAR
+
+
+def item_text(event: ItemEvent) -> str:
+    """What an item says about itself: title, then description or text."""
+    parts = [event.title, event.description or "", event.text or ""]
+    return ". ".join(p for p in parts if p)[:MAX_REVIEW_CHARS]

@@ -10,6 +10,7 @@ from streams import lag_cli
 from streams import sdk_cli
 from streams import worker_cli
 from encoders import cli as encoder_cli
+from ranking import eval_cli
 
 app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -22,6 +23,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(encoder_cli.app, name="encoder")
 bench_app.command("encoder")(encoder_cli.bench_encoder)
 app.add_typer(broker_cli.app, name="kafka")
+app.command("evaluate")(eval_cli.evaluate)
 
 
 def main() -> None:

@@ -1,0 +1,144 @@
+"""The worker-side item catalog: dense rows of vectors and counters for fast scoring.
+
+Each item's vector is its own text (title/description) blended with the reviews it has
+received, every review embedded once and folded in incrementally. Vectors here are already
+language-neutral (see `ranking.vectors.LanguageCentering`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ranking.vectors import unit
+
+TITLE_WEIGHT = 2.0   # the item's own text counts as much as two reviews
+
+
+@dataclass
+class ItemIndex:
+    """item_id <-> dense row, growing by doubling; rows are never reused."""
+
+    ids: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def row(self, item_id: str) -> int | None:
+        return self.rows.get(item_id)
+
+    def add(self, item_id: str) -> tuple[int, bool]:
+        """(row, created)."""
+        row = self.rows.get(item_id)
+        if row is not None:
+            return row, False
+        self.rows[item_id] = row = len(self.ids)
+        self.ids.append(item_id)
+        return row, True
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def grow(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` with at least n rows (capacity doubles; new rows are zero)."""
+    if a.shape[0] >= n:
+        return a
+    cap = max(n, 2 * a.shape[0], 64)
+    out = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+class ItemCatalog:
+    """Items known so far with their blended vectors, language counts and counters."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.index = ItemIndex()
+        self.vec = np.zeros((0, dim), np.float32)        # blended unit vector (0 = none yet)
+        self.text_vec = np.zeros((0, dim), np.float32)   # own text, neutral, unit
+        self.review_sum = np.zeros((0, dim), np.float32)
+        self.n_reviews = np.zeros(0, np.int32)
+        self.n_events = np.zeros(0, np.int32)
+        self.n_pos = np.zeros(0, np.int32)
+        self.first_ts = np.zeros(0, np.float64)
+        self.active = np.zeros(0, bool)
+        self.titles: list[str | None] = []
+        self.declared_lang: list[str | None] = []
+        self.lang_counts: list[dict[str, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _ensure(self, item_id: str, ts: float) -> int:
+        row, created = self.index.add(item_id)
+        if created:
+            n = len(self.index)
+            for name in ("vec", "text_vec", "review_sum", "n_reviews", "n_events", "n_pos",
+                         "first_ts", "active"):
+                setattr(self, name, grow(getattr(self, name), n))
+            self.first_ts[row] = ts
+            self.titles.append(None)
+            self.declared_lang.append(None)
+            self.lang_counts.append({})
+        return row
+
+    def upsert(self, item_id: str, ts: float, title: str | None, lang: str | None,
+               text_vector: np.ndarray | None) -> int:
+        """Add or update an item's own text; returns its row. Re-activates a deleted item."""
+        row = self._ensure(item_id, ts)
+        self.first_ts[row] = min(self.first_ts[row], ts)
+        self.titles[row] = title or self.titles[row]
+        self.declared_lang[row] = lang or self.declared_lang[row]
+        if text_vector is not None:
+            self.text_vec[row] = text_vector
+        self.active[row] = True
+        self._blend(row)
+        return row
+
+    def touch(self, item_id: str, ts: float) -> int:
+        """Make an item known from an event on it (keeps what is already known)."""
+        row = self._ensure(item_id, ts)
+        if not self.active[row] and self.titles[row] is None and self.n_events[row] == 0:
+            self.active[row] = True
+        return row
+
+    def delete(self, item_id: str) -> int | None:
+        row = self.index.row(item_id)
+        if row is not None:
+            self.active[row] = False
+        return row
+
+    def add_event(self, row: int, positive: bool, lang: str | None,
+                  review_vector: np.ndarray | None) -> None:
+        """Count one user event on the item and fold its (neutral) review vector in."""
+        self.n_events[row] += 1
+        self.n_pos[row] += int(positive)
+        if lang:
+            counts = self.lang_counts[row]
+            counts[lang] = counts.get(lang, 0) + 1
+        if review_vector is not None:
+            self.review_sum[row] += review_vector
+            self.n_reviews[row] += 1
+            self._blend(row)
+
+    def _blend(self, row: int) -> None:
+        self.vec[row] = unit(TITLE_WEIGHT * self.text_vec[row] + self.review_sum[row])
+
+    def main_lang(self, row: int) -> str | None:
+        """The language most of the item's events so far were in, else its declared one."""
+        counts = self.lang_counts[row]
+        if counts:
+            return max(counts, key=counts.__getitem__)
+        return self.declared_lang[row]
+
+    def langs(self, row: int) -> list[str]:
+        out = sorted(self.lang_counts[row], key=lambda k: -self.lang_counts[row][k])
+        lang = self.declared_lang[row]
+        return out + [lang] if lang and lang not in out else out
+
+    def title(self, row: int) -> str:
+        return self.titles[row] or f"item {self.index.ids[row]}"
+
+    def active_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.active[: len(self)])

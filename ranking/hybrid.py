@@ -1,0 +1,189 @@
+"""The production ranker's parts: features of (user, item, time), a pairwise scorer whose
+weights River learns online from the stream, MMR diversity and bandit-style exploration.
+
+Every feature is generic (no constant fitted to one data set): several trend half-lives,
+from hours to a month, are all offered and the online learner decides how much each counts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from river import linear_model, optim, preprocessing
+
+from ranking.catalog import ItemCatalog
+from ranking.signals import HOUR, CoCounts, DecayedCounts
+
+TREND_HALF_LIVES_H = (3.0, 12.0, 24.0, 72.0, 168.0, 720.0)
+LANG_HALF_LIVES_H = (24.0, 168.0)
+
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "content": ("content", "content_own", "content_text", "query"),
+    "cooc": ("cooc_sum", "cooc_max", "cooc_last"),
+    "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H),
+    "lang": tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H) + ("lang_frac",),
+    "new": ("age", "new"),
+    "popular": ("pop", "pos_rate"),
+}
+FEATURES: tuple[str, ...] = tuple(f for group in FEATURE_GROUPS.values() for f in group)
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Sizes and rates of the hybrid ranker: product choices, not fitted to any data set."""
+
+    n_content: int = 100        # ANN candidates from the profile (and query) vector
+    n_cooc: int = 100           # co-occurring with the user's recent items
+    n_trend: int = 100          # trending overall (three horizons share this budget)
+    n_lang: int = 50            # trending in the user's languages
+    n_fresh: int = 30           # newest items
+    hard_negatives: int = 4     # learning: top-ranked items the user did not choose
+    random_negatives: int = 2   # learning: other candidates
+    learning_rate: float = 0.02
+    l2: float = 1e-5
+    new_item_hours: float = 48.0
+    mmr_lambda: float = 0.85    # 1 = no diversity
+    mmr_pool: int = 3           # MMR picks k items among the best mmr_pool * k
+    explore_rate: float = 0.1   # share of lists whose last slot explores
+    explore_pool: int = 5       # exploring picks among ranks k .. explore_pool * k
+
+
+@dataclass
+class UserContext:
+    """What ranking needs to know about the user, decoded once from the profile."""
+
+    interest: np.ndarray | None = None
+    own: np.ndarray | None = None
+    query: np.ndarray | None = None
+    langs: list[str] = field(default_factory=list)
+    history_rows: list[int] = field(default_factory=list)      # oldest first
+    history_weights: list[float] = field(default_factory=list)
+    history_langs: list[str | None] = field(default_factory=list)
+
+    @property
+    def main_lang(self) -> str | None:
+        return self.langs[0] if self.langs else None
+
+
+class Signals:
+    """Every feature for every known item at one instant (arrays of the catalog's length)."""
+
+    def __init__(self, catalog: ItemCatalog, trend: DecayedCounts,
+                 lang_trend: dict[str, DecayedCounts], cooc: CoCounts,
+                 ctx: UserContext, now: float, new_item_hours: float) -> None:
+        n = len(catalog)
+        self.n = n
+        vec = catalog.vec[:n]
+        zeros = np.zeros(n, np.float32)
+        self.f: dict[str, np.ndarray] = {}
+        self.f["content"] = vec @ ctx.interest if ctx.interest is not None else zeros
+        self.f["content_own"] = vec @ ctx.own if ctx.own is not None else zeros
+        self.f["content_text"] = (catalog.text_vec[:n] @ ctx.interest
+                                  if ctx.interest is not None else zeros)
+        self.f["query"] = vec @ ctx.query if ctx.query is not None else zeros
+        rows, weights = ctx.history_rows, ctx.history_weights
+        pos_w = [max(w, 0.0) for w in weights]
+        total, best = cooc.scores(rows, n, pos_w)
+        last, _ = cooc.scores(rows[-3:], n, pos_w[-3:])
+        self.f["cooc_sum"], self.f["cooc_max"], self.f["cooc_last"] = (
+            np.log1p(10 * total), best, np.log1p(10 * last))
+        counts = trend.values(now, n)
+        share = np.log((counts + 0.01) / (trend.totals(now)[None, :] + 1.0))
+        for j, h in enumerate(TREND_HALF_LIVES_H):
+            self.f[f"trend_{int(h)}h"] = share[:, j]
+        lang_counter = lang_trend.get(ctx.main_lang or "")
+        for j, h in enumerate(LANG_HALF_LIVES_H):
+            if lang_counter is None:
+                self.f[f"lang_trend_{int(h)}h"] = np.full(n, math.log(0.01))
+            else:
+                c = lang_counter.values(now, n)[:, j]
+                self.f[f"lang_trend_{int(h)}h"] = np.log((c + 0.01) / (lang_counter.totals(now)[j] + 1.0))
+        n_events = catalog.n_events[:n].astype(np.float32)
+        in_langs = np.zeros(n, np.float32)
+        if ctx.langs:
+            wanted = set(ctx.langs)
+            for r in range(n):
+                counts_r = catalog.lang_counts[r]
+                if counts_r:
+                    in_langs[r] = sum(v for k, v in counts_r.items() if k in wanted)
+        self.f["lang_frac"] = (in_langs + 0.5) / (n_events + 1.0)
+        age_h = np.maximum(now - catalog.first_ts[:n], 0.0) / HOUR
+        self.f["age"] = np.log1p(age_h)
+        self.f["new"] = (age_h < new_item_hours).astype(np.float32)
+        self.f["pop"] = np.log1p(n_events)
+        self.f["pos_rate"] = (catalog.n_pos[:n] + 1.0) / (n_events + 2.0)
+
+    def matrix(self, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), len(FEATURES)] float64."""
+        return np.stack([self.f[name][rows] for name in FEATURES], axis=1).astype(np.float64)
+
+
+class PairwiseScorer:
+    """RankNet-style: River's logistic regression on feature differences (chosen minus
+    not chosen), behind River's online standard scaler. Scoring is one mat-vec."""
+
+    def __init__(self, config: HybridConfig) -> None:
+        self.scaler = preprocessing.StandardScaler()
+        self.model = linear_model.LogisticRegression(
+            optimizer=optim.SGD(config.learning_rate), l2=config.l2, intercept_lr=0.0)
+        self.pairs = 0
+
+    def learn(self, x_pos: np.ndarray, x_negs: np.ndarray, rng: random.Random) -> None:
+        """One positive against several negatives (rows of `x_negs`)."""
+        for x_neg in x_negs:
+            sign = rng.random() < 0.5
+            diff = (x_pos - x_neg) if sign else (x_neg - x_pos)
+            x = dict(zip(FEATURES, diff.tolist()))
+            self.scaler.learn_one(x)
+            self.model.learn_one(self.scaler.transform_one(x), sign)
+            self.pairs += 1
+
+    def weights(self) -> np.ndarray:
+        """Effective weight per raw feature (scaling folded in)."""
+        w = self.model.weights
+        out = np.zeros(len(FEATURES))
+        for j, name in enumerate(FEATURES):
+            var = self.scaler.vars.get(name, 0.0)
+            out[j] = w.get(name, 0.0) / math.sqrt(var) if var > 0 else 0.0
+        return out
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weights()
+
+
+def mmr(rows: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float) -> list[int]:
+    """Maximal marginal relevance: positions into `rows` (already sorted best first),
+    trading score for dissimilarity to the items already picked."""
+    if lam >= 1.0 or len(rows) <= 1:
+        return list(range(min(k, len(rows))))
+    span = float(scores.max() - scores.min()) or 1.0
+    rel = (scores - scores.min()) / span
+    sims = vecs @ vecs.T
+    picked: list[int] = []
+    best_sim = np.full(len(rows), -np.inf)
+    left = np.ones(len(rows), bool)
+    while len(picked) < min(k, len(rows)):
+        value = lam * rel - (1 - lam) * np.where(np.isfinite(best_sim), np.maximum(best_sim, 0), 0)
+        value = np.where(left, value, -np.inf)
+        j = int(np.argmax(value))
+        picked.append(j)
+        left[j] = False
+        best_sim = np.maximum(best_sim, sims[j])
+    return picked
+
+
+def explore(picked: list[int], n: int, k: int, config: HybridConfig,
+            rng: random.Random) -> tuple[list[int], int | None]:
+    """With probability `explore_rate`, the last slot goes to an item drawn uniformly from
+    ranks k .. explore_pool*k that is not shown yet (epsilon-greedy on one slot).
+    Returns the positions and the explored one (or None)."""
+    if len(picked) < k or rng.random() >= config.explore_rate:
+        return picked, None
+    pool = [j for j in range(k, min(n, config.explore_pool * k)) if j not in picked]
+    if not pool:
+        return picked, None
+    choice = rng.choice(pool)
+    return picked[:-1] + [choice], choice
