@@ -1,0 +1,444 @@
+"""The worker's agents: items into the vector store, user events into the users table,
+coalesced rankings and on-demand requests onto `recommendations`, impressions into feedback.
+
+Processing guarantee. Kafka delivery is at-least-once (Faust commits source offsets after
+the batch was processed and the producer, changelog included, was flushed). The users
+table is made exactly-once in effect by idempotent updates: each table value (an
+"envelope") records the last applied offset per (topic, partition) and the engine's profile
+keeps the latest event_ids, so a message redelivered after a crash, or an event an app sent
+twice, changes nothing. Values are plain JSON, never pickled objects.
+
+Every message that fails to decode, validate or process is dead-lettered (`streams.dlq`)
+and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT
+from faust.types.tuples import Message
+
+from ranking.engine import Profile, Recommended
+from streams import metrics, web
+from streams.app import changelog_name, declare_topics
+from streams.coalesce import PendingRank, RankScheduler
+from streams.dlq import DeadLetterQueue, KeyMismatch, Reason
+from streams.runner import EngineRunner, FeedbackJob, RankJob
+from streams.schemas import (ClickEvent, Event, ItemEvent, Recommendation, RecommendationRequest,
+                             RecommendedItem, ReviewEvent, parse_event)
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ITEM_BATCH, ITEM_WITHIN_S = 64, 0.05    # a new item is searchable well within 1 s
+USER_BATCH, USER_WITHIN_S = 256, 0.01   # big batches under load, ~no wait when idle
+RANK_BATCH = 32
+MAX_LATEST = 200_000                    # latest recommendations kept for the HTTP API
+MAX_IMPRESSIONS = 200_000
+RERANK_AFTER_RECOVERY_S = 300.0         # users active this recently are re-ranked after a rebalance
+MAINTENANCE_INTERVAL_S = 10.0
+OPTIMIZE_INTERVAL_S = 30.0
+
+Envelope = dict[str, Any]
+"""Users-table value: `{"p": profile, "o": {"clicks:3": offset, ...}, "e": last event_id,
+"at": unix time applied}`."""
+
+_changelog_partition: ContextVar[int | None] = ContextVar("xlrec_changelog_partition", default=None)
+
+
+class UsersTable(faust.Table):
+    """A Faust table whose writes name their changelog partition.
+
+    Faust writes a key's changelog to the partition of the *current* event; batches from
+    `take_events` mix partitions, so the agent says which one (the user's source partition,
+    which recovery and the partition assignor rely on).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_serializer = "raw"       # user_id as UTF-8, like the input topics' keys
+        self.value_serializer = "orjson"  # plain JSON envelopes
+
+    def partition_for_key(self, key: Any) -> int | None:
+        partition = _changelog_partition.get()
+        return partition if partition is not None else super().partition_for_key(key)
+
+    def put(self, key: str, value: Envelope, partition: int) -> None:
+        token = _changelog_partition.set(partition)
+        try:
+            self[key] = value
+        finally:
+            _changelog_partition.reset(token)
+
+
+def offset_key(message: Message, kind: str) -> str:
+    return f"{kind}:{message.partition}"
+
+
+def already_applied(envelope: Envelope | None, message: Message, kind: str) -> bool:
+    """True for a message at or below the last offset applied from its partition (a replay)."""
+    return envelope is not None and message.offset <= envelope["o"].get(offset_key(message, kind), -1)
+
+
+def decode(kind: str, message: Message) -> Event:
+    """Validate one raw message; user events must be keyed by their user_id (their state
+    partition), else the profile would be split across workers."""
+    event = parse_event(kind, message.value if isinstance(message.value, bytes) else b"")
+    if kind != "items":
+        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
+        if key != event.user_id:  # type: ignore[attr-defined]
+            shown = "no key" if key is None else f"key {key[:64]!r}"
+            raise KeyMismatch(f"{kind} must be keyed by user_id; got {shown} for user "
+                              f"{event.user_id!r}")  # type: ignore[attr-defined]
+    return event
+
+
+class LatestRecommendations:
+    """The latest recommendation per user, as sent (JSON bytes), LRU-bounded."""
+
+    def __init__(self, max_users: int = MAX_LATEST) -> None:
+        self.max_users = max_users
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+
+    def put(self, user_id: str, body: bytes) -> None:
+        self._data[user_id] = body
+        self._data.move_to_end(user_id)
+        while len(self._data) > self.max_users:
+            self._data.popitem(last=False)
+
+    def get(self, user_id: str) -> bytes | None:
+        return self._data.get(user_id)
+
+
+@dataclass
+class Impression:
+    user_id: str
+    shown: tuple[str, ...]
+    created: float
+    clicked: bool = False
+
+
+class ImpressionTracker:
+    """Recommendations shown and awaiting feedback: a click on one is a positive, and the
+    items of an impression never clicked within `window_s` are negatives."""
+
+    def __init__(self, window_s: float, max_size: int = MAX_IMPRESSIONS) -> None:
+        self.window_s = window_s
+        self.max_size = max_size
+        self._data: OrderedDict[str, Impression] = OrderedDict()
+
+    def track(self, recommendation_id: str, user_id: str, shown: Sequence[str], now: float) -> None:
+        self._data[recommendation_id] = Impression(user_id, tuple(shown), now)
+        while len(self._data) > self.max_size:
+            self._data.popitem(last=False)
+
+    def click(self, recommendation_id: str, user_id: str, item_id: str) -> Impression | None:
+        """The impression this click answers, or None (unknown, expired, another user, not shown)."""
+        imp = self._data.get(recommendation_id)
+        if imp is None or imp.user_id != user_id or item_id not in imp.shown:
+            return None
+        imp.clicked = True
+        return imp
+
+    def expired(self, now: float) -> list[Impression]:
+        """Pop impressions older than the window; only unclicked ones need negative feedback."""
+        out = []
+        while self._data:
+            rec_id, imp = next(iter(self._data.items()))
+            if imp.created + self.window_s > now:
+                break
+            del self._data[rec_id]
+            if not imp.clicked:
+                out.append(imp)
+        return out
+
+
+class Pipeline:
+    """Wires the agents, tasks, timers and web pages of one worker onto a Faust app."""
+
+    def __init__(self, app: faust.App, settings: Settings, runner: EngineRunner, *,
+                 snapshot_path: Path | None = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.runner = runner
+        self.snapshot_path = snapshot_path
+        self.topics = declare_topics(app, settings)
+        self.dlq = DeadLetterQueue(self.topics.dlq)
+        self.users: UsersTable = self._users_table()
+        self.scheduler = RankScheduler(settings.rank_interval_s)
+        self.latest = LatestRecommendations()
+        self.impressions = ImpressionTracker(settings.feedback_window_s)
+        self.requests: deque[tuple[RecommendationRequest, Message]] = deque()
+        self.event_time = 0.0      # newest event timestamp seen: the engine's "now" (replays too)
+        self._wake = asyncio.Event()
+        self._upserts_since_optimize = 0
+        self._kinds = {settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}
+
+        self.items_agent = app.agent(self.topics.items, name="xlrec-items")(self.process_items)
+        user_topics = app.topic(*(settings.topic(k) for k in ("clicks", "reviews", "requests")),
+                                key_type=bytes, value_type=bytes, key_serializer="raw",
+                                value_serializer="raw")
+        self.users_agent = app.agent(user_topics, name="xlrec-users")(self.process_user_events)
+        app.task(self.ranking_loop)
+        app.timer(max(1.0, settings.feedback_window_s / 10))(self.expire_impressions)
+        app.timer(MAINTENANCE_INTERVAL_S)(self.maintenance)
+        app.timer(OPTIMIZE_INTERVAL_S)(self.optimize_store)
+        app.timer(settings.snapshot_interval_s)(self.snapshot)
+        app.on_rebalance_complete.connect(self.on_rebalance_complete)
+        app.on_before_shutdown.connect(self.on_shutdown)
+        web.register(app, self.latest.get)
+
+    def _users_table(self) -> UsersTable:
+        s = self.settings
+        changelog = self.app.topic(changelog_name(s, "users"), key_type=str, value_type=None,
+                                   key_serializer="raw", value_serializer="orjson",
+                                   partitions=s.partitions, internal=True, compacting=True,
+                                   deleting=False, acks=False, maxsize=131_072, allow_empty=True)
+        table = UsersTable(self.app, name="users", key_type=str, partitions=s.partitions,
+                           changelog_topic=changelog, beacon=self.app.tables.beacon,
+                           help="User profiles (plain JSON envelopes, see streams.agents)")
+        return self.app.tables.add(table)
+
+    def now(self) -> float:
+        """Event time: the newest timestamp seen, so replays of old data rank as of then."""
+        return self.event_time or time.time()
+
+    def profile_of(self, user_id: str) -> Profile | None:
+        envelope = self.users.get(user_id)
+        return envelope["p"] if envelope else None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- items --------------------------------------------------------------------------
+    async def process_items(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(ITEM_BATCH, within=ITEM_WITHIN_S):
+            await self.handle_items(events)
+
+    async def handle_items(self, events: Sequence[EventT]) -> None:
+        """Decode, keep the last version of each item in the batch, embed and upsert at once."""
+        latest: dict[str, tuple[ItemEvent, Message]] = {}
+        for ev in events:
+            try:
+                item = decode("items", ev.message)
+            except Exception as exc:
+                await self.dlq.send(ev.message, exc)
+                continue
+            assert isinstance(item, ItemEvent)
+            latest.pop(item.item_id, None)
+            latest[item.item_id] = (item, ev.message)
+        metrics.EVENTS_PROCESSED.labels(topic="items").inc(len(events))
+        if not latest:
+            return
+        batch = list(latest.values())
+        try:
+            await self.runner.upsert_items([item for item, _ in batch])
+        except Exception:
+            log.exception("item batch failed; retrying its %d items one by one", len(batch))
+            for item, message in batch:
+                try:
+                    await self.runner.upsert_items([item])
+                except Exception as exc:
+                    await self.dlq.send(message, exc)
+        self.event_time = max(self.event_time, max(item.ts for item, _ in batch))
+        self._upserts_since_optimize += len(batch)
+
+    # ---- user events --------------------------------------------------------------------
+    async def process_user_events(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(USER_BATCH, within=USER_WITHIN_S):
+            await self.handle_user_events(events)
+
+    async def handle_user_events(self, events: Sequence[EventT]) -> None:
+        """Clicks and reviews update profiles in order; requests queue an immediate ranking."""
+        fresh: list[tuple[ClickEvent | ReviewEvent, Message, str]] = []
+        envelopes: dict[str, Envelope | None] = {}
+        for ev in events:
+            message = ev.message
+            kind = self._kinds[message.topic]
+            metrics.EVENTS_PROCESSED.labels(topic=kind).inc()
+            try:
+                event = decode(kind, message)
+            except Exception as exc:
+                await self.dlq.send(message, exc)
+                continue
+            if isinstance(event, RecommendationRequest):
+                self.requests.append((event, message))
+                continue
+            assert isinstance(event, (ClickEvent, ReviewEvent))
+            if event.user_id not in envelopes:
+                envelopes[event.user_id] = self.users.get(event.user_id)
+            if already_applied(envelopes[event.user_id], message, kind):
+                # A replay after a crash: the table has it, but its ranking may have been lost.
+                self.scheduler.mark(event.user_id, event.event_id, time.time())
+                continue
+            fresh.append((event, message, kind))
+        if fresh:
+            await self._apply(fresh, envelopes)
+        self.wake()
+
+    async def _apply(self, fresh: list[tuple[ClickEvent | ReviewEvent, Message, str]],
+                     envelopes: dict[str, Envelope | None]) -> None:
+        reviews = [e for e, _, _ in fresh if isinstance(e, ReviewEvent) and e.text]
+        vectors, failed = await self._embed_reviews(reviews)
+        for event, message, _ in fresh:
+            if event.event_id in failed:
+                await self.dlq.send(message, failed[event.event_id], Reason.ENCODER_ERROR)
+        fresh = [f for f in fresh if f[0].event_id not in failed]
+
+        profiles = {uid: env["p"] for uid, env in envelopes.items() if env}
+        results = await self.runner.observe([e for e, _, _ in fresh], profiles, vectors)
+        touched: dict[str, int] = {}
+        feedback: list[FeedbackJob] = []
+        for (event, message, kind), result in zip(fresh, results):
+            if isinstance(result, Exception):
+                await self.dlq.send(message, result)
+                continue
+            old = envelopes.get(event.user_id)
+            envelopes[event.user_id] = {
+                "p": result, "o": {**(old["o"] if old else {}), offset_key(message, kind): message.offset},
+                "e": event.event_id, "at": time.time()}
+            touched[event.user_id] = message.partition
+            self.scheduler.mark(event.user_id, event.event_id, message.timestamp or time.time())
+            self.event_time = max(self.event_time, event.ts)
+            if isinstance(event, ClickEvent) and event.context and event.context.recommendation_id:
+                imp = self.impressions.click(event.context.recommendation_id, event.user_id, event.item_id)
+                if imp is not None:
+                    feedback.append(FeedbackJob(event.user_id, result, imp.shown, event.item_id, event.ts))
+        for user_id, partition in touched.items():
+            self.users.put(user_id, envelopes[user_id], partition)  # type: ignore[arg-type]
+        await self.runner.feedback(feedback)
+
+    async def _embed_reviews(self, reviews: list[ReviewEvent]) -> tuple[dict[str, Any], dict[str, Exception]]:
+        """One encoder batch; if it fails, find the culprits one by one so the rest go on."""
+        try:
+            return await self.runner.embed_reviews(reviews), {}
+        except Exception:
+            log.exception("review batch failed to embed; retrying one by one")
+        vectors: dict[str, Any] = {}
+        failed: dict[str, Exception] = {}
+        for review in reviews:
+            try:
+                vectors.update(await self.runner.embed_reviews([review]))
+            except Exception as exc:
+                failed[review.event_id] = exc
+        return vectors, failed
+
+    # ---- ranking ------------------------------------------------------------------------
+    async def ranking_loop(self) -> None:
+        """Rank due users and answer requests, forever; sleeps until woken or someone is due."""
+        while True:
+            self._wake.clear()
+            requests = [self.requests.popleft() for _ in range(min(RANK_BATCH, len(self.requests)))]
+            due = self.scheduler.due(RANK_BATCH - len(requests))
+            if not requests and not due:
+                wait = self.scheduler.seconds_until_next()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0 if wait is None else wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            try:
+                await self.rank(due, requests)
+            except Exception:  # never let one bad batch stop ranking for everyone
+                log.exception("ranking batch failed")
+                metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc(len(due) + len(requests))
+
+    async def rank(self, due: list[PendingRank],
+                   requests: list[tuple[RecommendationRequest, Message]]) -> None:
+        """Compute and emit one batch of rankings (coalesced users first, then requests)."""
+        now = self.now()
+        jobs = [RankJob(p.user_id, self.profile_of(p.user_id), self.settings.top_k, now) for p in due]
+        answered: list[tuple[RecommendationRequest, Message]] = []
+        for request, message in requests:
+            try:
+                query = await self.runner.embed_query(request.query) if request.query else None
+            except Exception as exc:
+                await self.dlq.send(message, exc, Reason.ENCODER_ERROR)
+                continue
+            jobs.append(RankJob(request.user_id, self.profile_of(request.user_id), request.k, now,
+                                query_vector=query, lang=request.lang))
+            answered.append((request, message))
+        results = await self.runner.recommend(jobs)
+        model_version = self.runner.rec.model_version
+        for i, (job, result) in enumerate(zip(jobs, results)):
+            pending = due[i] if i < len(due) else None
+            request, message = answered[i - len(due)] if pending is None else (None, None)
+            if isinstance(result, Exception):
+                if message is not None:
+                    await self.dlq.send(message, result, Reason.RANKING_ERROR)
+                else:
+                    log.error("ranking user %s failed: %r", job.user_id, result)
+                    metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc()
+                continue
+            produced = pending.oldest_produced_ts if pending else (message.timestamp or time.time())
+            await self.emit(job.user_id, result, model_version, produced,
+                            trigger_event_id=pending.trigger_event_id if pending else None,
+                            request_id=request.request_id if request else None)
+
+    async def emit(self, user_id: str, items: list[Recommended], model_version: str,
+                   produced_ts: float, *, trigger_event_id: str | None,
+                   request_id: str | None) -> Recommendation:
+        """Send one Recommendation keyed by user_id, remember it for HTTP and feedback."""
+        sent_at = time.time()
+        rec = Recommendation(
+            user_id=user_id, model_version=model_version, trigger_event_id=trigger_event_id,
+            request_id=request_id, created_ts=sent_at,
+            latency_ms=max(0.0, (sent_at - produced_ts) * 1000.0),
+            items=[RecommendedItem(item_id=r.item_id, score=float(r.score), reason=r.reason,
+                                   title=r.title, lang=r.lang) for r in items])
+        body = rec.to_json()
+        await self.topics.recommendations.send(key=user_id.encode(), value=body)
+        self.latest.put(user_id, body)
+        self.impressions.track(rec.recommendation_id, user_id, [r.item_id for r in items], time.monotonic())
+        self.scheduler.ranked(user_id)
+        metrics.RECOMMENDATIONS.inc()
+        metrics.EVENT_TO_RECOMMENDATION_SECONDS.observe(rec.latency_ms / 1000.0)  # type: ignore[operator]
+        return rec
+
+    # ---- timers and signals -------------------------------------------------------------
+    async def expire_impressions(self) -> None:
+        """Impressions not clicked within the feedback window become negatives."""
+        expired = self.impressions.expired(time.monotonic())
+        now = self.now()
+        await self.runner.feedback([FeedbackJob(imp.user_id, self.profile_of(imp.user_id), imp.shown,
+                                                None, now) for imp in expired])
+
+    async def maintenance(self) -> None:
+        metrics.USERS.set(len(self.users))
+        self.scheduler.forget_old()
+
+    async def optimize_store(self) -> None:
+        """Build the ANN index off the hot path once enough items changed."""
+        if self._upserts_since_optimize:
+            self._upserts_since_optimize = 0
+            await self.runner.optimize_store()
+
+    async def snapshot(self) -> None:
+        if self.snapshot_path is not None:
+            await self.runner.snapshot(self.snapshot_path)
+
+    async def on_rebalance_complete(self, sender: Any = None, **kwargs: Any) -> None:
+        """After a restart or a rebalance, re-rank users whose last events may not have been
+        ranked before the previous owner stopped (their rankings lived only in memory)."""
+        horizon = time.time() - RERANK_AFTER_RECOVERY_S
+        count = 0
+        for user_id, envelope in list(self.users.items()):
+            if envelope and envelope.get("at", 0.0) >= horizon:
+                self.scheduler.mark(user_id, envelope.get("e"), time.time())
+                count += 1
+        if count:
+            log.info("re-ranking %d recently active users after rebalance", count)
+            self.wake()
+
+    async def on_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
+        await self.snapshot()

@@ -1,0 +1,73 @@
+"""Per-user coalescing of rankings: at most one ranking per user per interval.
+
+A burst of events from one user costs one ranking, not one per event, and no event waits
+more than the interval for the ranking that reflects it. Plain logic with an injectable
+clock so that it is tested without Kafka or sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class PendingRank:
+    """A user whose profile changed since their last ranking."""
+
+    user_id: str
+    trigger_event_id: str | None  # the latest event the ranking will reflect
+    oldest_produced_ts: float     # produce time (unix s) of the oldest event not yet reflected
+
+
+class RankScheduler:
+    """Tracks users that need a ranking and says which are due now."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._pending: dict[str, PendingRank] = {}
+        self._last: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def mark(self, user_id: str, event_id: str | None, produced_ts: float) -> None:
+        """The user's profile changed because of this event."""
+        pending = self._pending.get(user_id)
+        if pending is None:
+            self._pending[user_id] = PendingRank(user_id, event_id, produced_ts)
+        else:
+            pending.trigger_event_id = event_id or pending.trigger_event_id
+            pending.oldest_produced_ts = min(pending.oldest_produced_ts, produced_ts)
+
+    def _ready_at(self, user_id: str) -> float:
+        last = self._last.get(user_id)
+        return float("-inf") if last is None else last + self.interval_s
+
+    def due(self, limit: int) -> list[PendingRank]:
+        """Pop up to `limit` pending users whose interval has passed, oldest event first."""
+        now = self.clock()
+        ready = [p for p in self._pending.values() if self._ready_at(p.user_id) <= now]
+        ready.sort(key=lambda p: p.oldest_produced_ts)
+        out = ready[:limit]
+        for p in out:
+            del self._pending[p.user_id]
+        return out
+
+    def ranked(self, user_id: str) -> None:
+        """A ranking of this user was just emitted (coalesced or on request)."""
+        self._last[user_id] = self.clock()
+
+    def seconds_until_next(self) -> float | None:
+        """How long until some pending user becomes due; None when nobody is pending."""
+        if not self._pending:
+            return None
+        now = self.clock()
+        return max(0.0, min(self._ready_at(u) for u in self._pending) - now)
+
+    def forget_old(self) -> None:
+        """Drop ranking times that no longer hold anyone back (bounds memory)."""
+        horizon = self.clock() - self.interval_s
+        self._last = {u: t for u, t in self._last.items() if t > horizon or u in self._pending}

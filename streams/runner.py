@@ -1,0 +1,149 @@
+"""Runs the `ranking.engine.Recommender` off the worker's event loop.
+
+Two single-thread executors: one for the encoder (CPU-heavy, releases the GIL inside
+onnxruntime) and one for everything that reads or mutates the engine's state (River models,
+counters, catalog), which is not thread-safe, so those calls are serialised on one thread.
+A third thread builds the ANN index, which can take seconds and must not hold up ranking.
+The event loop only awaits futures and so stays free to consume, commit and serve HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ranking.engine import Profile, Recommended, Recommender, UserEvent
+from ranking.store import VectorStore
+from streams import metrics
+from streams.schemas import ItemEvent, ReviewEvent
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """One ranking to compute: coalesced after profile changes, or asked for on `requests`."""
+
+    user_id: str
+    profile: Profile | None
+    k: int
+    now: float
+    query_vector: np.ndarray | None = None
+    lang: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackJob:
+    """An impression's outcome: `clicked` is None when the feedback window passed without a click."""
+
+    user_id: str
+    profile: Profile | None
+    shown: tuple[str, ...]
+    clicked: str | None
+    now: float
+
+
+class EngineRunner:
+    """Async facade over one Recommender; every method returns once its thread is done."""
+
+    def __init__(self, recommender: Recommender, store: VectorStore | None = None) -> None:
+        self.rec = recommender
+        self.store = store
+        self._engine = ThreadPoolExecutor(1, thread_name_prefix="xlrec-engine")
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="xlrec-encode")
+        self._indexer = ThreadPoolExecutor(1, thread_name_prefix="xlrec-index")
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    # ---- items --------------------------------------------------------------------------
+    async def upsert_items(self, events: Sequence[ItemEvent]) -> None:
+        """Embed and upsert a batch of items (deleted ones are removed)."""
+        start = time.perf_counter()
+        await self._run(self._engine, self.rec.upsert_items, list(events))
+        metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
+        metrics.ENCODER_BATCH_SIZE.observe(len(events))
+        metrics.ITEM_UPSERTS.inc(sum(1 for e in events if not e.deleted))
+
+    # ---- user events --------------------------------------------------------------------
+    async def embed_reviews(self, events: Sequence[ReviewEvent]) -> dict[str, np.ndarray]:
+        """One encoder batch for the review texts of a batch of events (event_id -> vector)."""
+        if not events:
+            return {}
+        start = time.perf_counter()
+        vectors = await self._run(self._encoder, self.rec.embed_reviews, list(events))
+        metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
+        metrics.ENCODER_BATCH_SIZE.observe(len(events))
+        return vectors
+
+    async def observe(self, events: Sequence[UserEvent], profiles: dict[str, Profile | None],
+                      review_vectors: dict[str, np.ndarray]) -> list[Profile | Exception]:
+        """Apply events in order, each to the profile its predecessors left (`profiles` is
+        updated in place); an event that raises yields its exception and changes nothing."""
+        return await self._run(self._engine, self._observe_all, list(events), profiles, review_vectors)
+
+    def _observe_all(self, events: list[UserEvent], profiles: dict[str, Profile | None],
+                     review_vectors: dict[str, np.ndarray]) -> list[Profile | Exception]:
+        out: list[Profile | Exception] = []
+        for event in events:
+            try:
+                profile = self.rec.observe(profiles.get(event.user_id), event,
+                                           review_vector=review_vectors.get(event.event_id))
+            except Exception as exc:  # one bad event must not sink the batch: it is dead-lettered
+                out.append(exc)
+                continue
+            profiles[event.user_id] = profile
+            out.append(profile)
+        return out
+
+    async def feedback(self, jobs: Sequence[FeedbackJob]) -> None:
+        if jobs:
+            await self._run(self._engine, self._feedback_all, list(jobs))
+
+    def _feedback_all(self, jobs: list[FeedbackJob]) -> None:
+        for job in jobs:
+            self.rec.feedback(job.user_id, job.profile, job.shown, job.clicked, now=job.now)
+
+    # ---- ranking ------------------------------------------------------------------------
+    async def embed_query(self, text: str) -> np.ndarray:
+        return await self._run(self._encoder, self.rec.embed_query, text)
+
+    async def recommend(self, jobs: Sequence[RankJob]) -> list[list[Recommended] | Exception]:
+        """Rank several users in one hop to the engine thread."""
+        return await self._run(self._engine, self._recommend_all, list(jobs))
+
+    def _recommend_all(self, jobs: list[RankJob]) -> list[list[Recommended] | Exception]:
+        out: list[list[Recommended] | Exception] = []
+        for job in jobs:
+            start = time.perf_counter()
+            try:
+                out.append(self.rec.recommend(job.user_id, job.profile, job.k, now=job.now,
+                                              query_vector=job.query_vector, lang=job.lang))
+            except Exception as exc:
+                out.append(exc)
+            metrics.RANKING_SECONDS.observe(time.perf_counter() - start)
+        return out
+
+    async def model_version(self) -> str:
+        return await self._run(self._engine, lambda: self.rec.model_version)
+
+    # ---- maintenance --------------------------------------------------------------------
+    async def snapshot(self, path: Path) -> None:
+        """Save the worker-side state (River models, counters) from the engine thread."""
+        await self._run(self._engine, self.rec.snapshot, path)
+
+    async def optimize_store(self) -> None:
+        """Build the ANN index in its own thread: searches go on meanwhile."""
+        if self.store is not None:
+            await self._run(self._indexer, self.store.optimize)
+
+    def close(self) -> None:
+        for pool in (self._engine, self._encoder, self._indexer):
+            pool.shutdown(wait=True, cancel_futures=False)

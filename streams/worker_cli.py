@@ -1,0 +1,90 @@
+"""`xlrec worker`: run the streaming pipeline (Faust app, agents, web port) until stopped.
+
+Everything that can be wrong at start (broker address, model files, a Qdrant path held by
+another process, a Qdrant server that does not answer) is checked before the app starts,
+and reported as one clear line with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.runner import EngineRunner
+    from streams.settings import Settings
+
+log = logging.getLogger("xlrec.worker")
+
+SNAPSHOT_FILE = "engine.snapshot"
+
+
+def snapshot_path(data_dir: Path, group_id: str) -> Path:
+    """Worker-side engine state (River models, counters) of one consumer group."""
+    return data_dir / "snapshots" / group_id / SNAPSHOT_FILE
+
+
+def worker(
+    loglevel: str = typer.Option("info", "--loglevel", "-l", help="debug, info, warning or error"),
+    web_port: Optional[int] = typer.Option(None, "--web-port", help="Overrides XLREC_WEB_PORT"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides XLREC_DATA_DIR"),
+) -> None:
+    """Run a worker: items into Qdrant, profiles into the users table, recommendations out."""
+    from streams.sdk_cli import fail
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    updates = {k: v for k, v in (("web_port", web_port), ("data_dir", data_dir)) if v is not None}
+    if updates:
+        settings = settings.model_copy(update=updates)
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app, runner = prepare(settings)
+    except Exception as exc:  # one line for the operator, no traceback
+        fail(str(exc))
+    run(app, runner, loglevel)
+
+
+def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
+    """Check the broker, create topics, load the encoder and store, restore the engine, and
+    build the Faust app with its pipeline. Raises with a readable message on any problem."""
+    from encoders.factory import load_default_encoder
+    from ranking.engine import Recommender
+    from ranking.qdrant_store import open_store
+    from streams.agents import Pipeline
+    from streams.app import build_app
+    from streams.runner import EngineRunner
+    from streams.topics import create_topics
+
+    create_topics(settings)  # fails fast, naming the bootstrap servers, when no broker answers
+    encoder = load_default_encoder(device=settings.device, max_tokens=settings.encoder_max_tokens,
+                                   threads=settings.encoder_threads or None,
+                                   cache_dir=settings.cache_dir)
+    store = open_store(settings, encoder.dim)
+    recommender = Recommender(store=store, encoder=encoder)
+    snap = snapshot_path(settings.data_dir, settings.group_id)
+    if snap.exists():
+        log.info("restoring engine state from %s", snap)
+        recommender.restore(snap)
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    runner = EngineRunner(recommender, store)
+    app = build_app(settings)
+    Pipeline(app, settings, runner, snapshot_path=snap)
+    return app, runner
+
+
+def run(app: faust.App, runner: EngineRunner, loglevel: str) -> None:
+    """Run the Faust worker in this process until SIGINT/SIGTERM, then release the store."""
+    from faust import Worker
+
+    try:
+        Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    finally:
+        runner.close()
+        if runner.store is not None:
+            runner.store.close()

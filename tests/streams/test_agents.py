@@ -1,0 +1,359 @@
+"""Unit tests of the worker's agents with Faust's `test_context()`: no broker, topic sends and
+changelog writes patched, and a fake engine that records what the agents ask of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from unittest.mock import AsyncMock, MagicMock, patch
+
+import numpy as np
+import orjson
+import pytest
+
+from ranking.engine import Recommended
+from streams.agents import ImpressionTracker, LatestRecommendations, Pipeline, already_applied
+from streams.app import broker_credentials, broker_urls, build_app, changelog_name
+from streams.coalesce import RankScheduler
+from streams.dlq import Reason, classify, dead_letter_headers, parse_headers
+from streams.runner import EngineRunner
+from streams.schemas import InvalidEvent, ItemEvent
+from streams.settings import Settings
+
+NOW = time.time()
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeEngine:
+    """Records calls; profiles are dicts with the applied event ids, like the real engine's."""
+
+    model_version = "fake-1"
+
+    def __init__(self) -> None:
+        self.items: list[ItemEvent] = []
+        self.observed: list[str] = []
+        self.embedded: list[list[str]] = []
+        self.ranked: list[tuple[str, Any]] = []
+        self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
+        self.fail_on: set[str] = set()
+
+    def upsert_items(self, events: list[ItemEvent]) -> None:
+        self.items.extend(events)
+
+    def embed_reviews(self, events: list[Any]) -> dict[str, np.ndarray]:
+        self.embedded.append([e.event_id for e in events])
+        return {e.event_id: np.ones(4, dtype=np.float32) for e in events}
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return np.full(4, 0.5, dtype=np.float32)
+
+    def observe(self, profile: dict | None, event: Any, *, review_vector: Any = None) -> dict:
+        if event.event_id in self.fail_on:
+            raise ValueError(f"cannot learn from {event.event_id}")
+        profile = dict(profile or {"events": [], "n": 0})
+        if event.event_id in profile["events"]:
+            return profile
+        self.observed.append(event.event_id)
+        return {"events": [*profile["events"], event.event_id], "n": profile["n"] + 1,
+                "reviewed": review_vector is not None or profile.get("reviewed", False)}
+
+    def recommend(self, user_id: str, profile: dict | None, k: int = 10, *, now: float,
+                  query_vector: Any = None, lang: str | None = None, exclude: Any = ()) -> list[Recommended]:
+        self.ranked.append((user_id, profile))
+        return [Recommended(f"item{i}", 1.0 - i / 10, "new", f"Item {i}", "en") for i in range(k)]
+
+    def feedback(self, user_id: str, profile: Any, shown: Any, clicked: str | None, *, now: float) -> None:
+        self.feedbacks.append((user_id, tuple(shown), clicked))
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def pipeline(engine: FakeEngine, tmp_path: Path) -> Iterator[Pipeline]:
+    settings = Settings(topic_prefix="t.", data_dir=tmp_path, rank_interval_s=1.0, top_k=3,
+                        feedback_window_s=60.0)
+    app = build_app(settings, web_enabled=False)
+    runner = EngineRunner(engine)  # type: ignore[arg-type]
+    pipe = Pipeline(app, settings, runner)
+    app.finalize()
+    with patch.object(pipe.topics.dlq, "send", new=AsyncMock()), \
+            patch.object(pipe.topics.recommendations, "send", new=AsyncMock()), \
+            patch.object(pipe.users, "send_changelog", new=MagicMock()):
+        yield pipe
+    runner.close()
+
+
+def sent(topic_send: AsyncMock) -> list[dict[str, Any]]:
+    return [call.kwargs for call in topic_send.await_args_list]
+
+
+async def put(agent: Any, topic: str, value: dict | bytes, key: str | bytes | None, *,
+              partition: int = 0, offset: int | None = None) -> None:
+    """Deliver one message as if consumed from `topic` (test_context names no topic itself)."""
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    raw_key = key.encode() if isinstance(key, str) else key
+    if offset is not None:
+        agent.sent_offset = offset
+    with patch.object(agent, "_get_strtopic", return_value=topic):
+        await agent.put(raw, key=raw_key, partition=partition)
+
+
+@pytest.fixture
+async def users_agent(pipeline: Pipeline) -> AsyncIterator[Any]:
+    async with pipeline.users_agent.test_context() as agent:
+        yield agent
+
+
+@pytest.fixture
+async def items_agent(pipeline: Pipeline) -> AsyncIterator[Any]:
+    async with pipeline.items_agent.test_context() as agent:
+        yield agent
+
+
+def click(event_id: str, user: str = "u1", item: str = "i1", **extra: Any) -> dict[str, Any]:
+    return {"type": "click", "event_id": event_id, "user_id": user, "item_id": item, "ts": NOW, **extra}
+
+
+def review(event_id: str, user: str = "u1", item: str = "i1", text: str = "Sehr gut") -> dict[str, Any]:
+    return {"type": "review", "event_id": event_id, "user_id": user, "item_id": item, "ts": NOW,
+            "text": text, "lang": "de", "voted_up": True}
+
+
+# ---- items agent ------------------------------------------------------------------------
+
+async def test_items_are_upserted_and_poison_is_dead_lettered(pipeline: Pipeline, engine: FakeEngine,
+                                                              items_agent: Any) -> None:
+    await put(items_agent, "t.items", {"item_id": "g1", "title": "Kriegsspiel", "lang": "de", "ts": NOW}, "g1")
+    await put(items_agent, "t.items", b"\xff\xfe not json", b"g2", partition=3, offset=41)
+    await asyncio.sleep(0.2)
+    assert [i.item_id for i in engine.items] == ["g1"]
+    (letter,) = sent(pipeline.topics.dlq.send)  # type: ignore[arg-type]
+    assert letter["value"] == b"\xff\xfe not json" and letter["key"] == b"g2"
+    headers = parse_headers(letter["headers"])
+    assert headers["source-topic"] == "t.items" and headers["source-partition"] == "3"
+    assert headers["source-offset"] == "41" and headers["reason"] == Reason.INVALID_JSON
+    assert "JSON" in headers["error"]
+
+
+async def test_item_batch_keeps_the_last_version_of_each_item(pipeline: Pipeline, engine: FakeEngine) -> None:
+    events = [_event("t.items", {"item_id": "g1", "title": "old", "ts": NOW}, "g1", 0),
+              _event("t.items", {"item_id": "g2", "title": "other", "ts": NOW}, "g2", 1),
+              _event("t.items", {"item_id": "g1", "title": "new", "ts": NOW, "deleted": True}, "g1", 2)]
+    await pipeline.handle_items(events)
+    assert [(i.item_id, i.title, i.deleted) for i in engine.items] == [("g2", "other", False),
+                                                                       ("g1", "new", True)]
+
+
+async def test_a_failing_item_batch_is_retried_item_by_item(pipeline: Pipeline, engine: FakeEngine) -> None:
+    def upsert(events: list[ItemEvent]) -> None:
+        if any(e.item_id == "bad" for e in events):
+            raise RuntimeError("store refused")
+        engine.items.extend(events)
+
+    engine.upsert_items = upsert  # type: ignore[method-assign]
+    await pipeline.handle_items([_event("t.items", {"item_id": "ok", "title": "a", "ts": NOW}, "ok", 0),
+                                 _event("t.items", {"item_id": "bad", "title": "b", "ts": NOW}, "bad", 1)])
+    assert [i.item_id for i in engine.items] == ["ok"]
+    (letter,) = sent(pipeline.topics.dlq.send)  # type: ignore[arg-type]
+    assert parse_headers(letter["headers"])["reason"] == Reason.PROCESSING_ERROR
+
+
+# ---- users agent (profiles) -------------------------------------------------------------
+
+async def test_click_updates_the_users_table_with_offsets(pipeline: Pipeline, engine: FakeEngine,
+                                                          users_agent: Any) -> None:
+    await put(users_agent, "t.clicks", click("e1"), "u1", partition=2, offset=7)
+    await asyncio.sleep(0.1)
+    envelope = pipeline.users["u1"]
+    assert envelope["p"]["events"] == ["e1"]
+    assert envelope["o"] == {"clicks:2": 7} and envelope["e"] == "e1"
+    partition, key, value = pipeline.users.send_changelog.call_args.args  # type: ignore[attr-defined]
+    assert (partition, key) == (2, "u1") and value == envelope  # changelog on the source partition
+    assert orjson.loads(orjson.dumps(envelope)) == envelope  # plain JSON, nothing pickled
+    assert len(pipeline.scheduler) == 1
+
+
+async def test_redelivered_offsets_and_duplicate_event_ids_change_nothing(
+        pipeline: Pipeline, engine: FakeEngine, users_agent: Any) -> None:
+    await put(users_agent, "t.clicks", click("e1"), "u1", offset=5)
+    await put(users_agent, "t.clicks", click("e2"), "u1", offset=6)
+    await asyncio.sleep(0.1)
+    before = pipeline.users["u1"]
+    await put(users_agent, "t.clicks", click("e1"), "u1", offset=5)   # replay after a crash
+    await put(users_agent, "t.clicks", click("e2"), "u1", offset=9)   # an app sent e2 twice
+    await asyncio.sleep(0.1)
+    assert engine.observed == ["e1", "e2"]
+    assert pipeline.users["u1"]["p"] == before["p"]
+    assert pipeline.users["u1"]["o"] == {"clicks:0": 9}
+
+
+async def test_reviews_are_embedded_in_one_batch(pipeline: Pipeline, engine: FakeEngine) -> None:
+    await pipeline.handle_user_events([_event("t.reviews", review("r1"), "u1", 0),
+                                       _event("t.clicks", click("c1", user="u2"), "u2", 0),
+                                       _event("t.reviews", review("r2", user="u2"), "u2", 1),
+                                       _event("t.reviews", review("r3", text=""), "u1", 2)])
+    assert engine.embedded == [["r1", "r2"]]  # empty texts are not embedded
+    assert pipeline.users["u1"]["p"]["reviewed"] and pipeline.users["u2"]["p"]["n"] == 2
+    assert pipeline.users["u1"]["o"] == {"reviews:0": 2}
+
+
+async def test_bad_user_events_are_dead_lettered_and_the_rest_applied(pipeline: Pipeline,
+                                                                     engine: FakeEngine) -> None:
+    engine.fail_on = {"boom"}
+    await pipeline.handle_user_events([
+        _event("t.clicks", click("e1", user="u1"), "u9", 0),                    # wrong key
+        _event("t.clicks", click("e2", user="u1"), None, 1),                    # no key
+        _event("t.clicks", {**click("e3"), "ts": "yesterday"}, "u1", 2),        # schema
+        _event("t.clicks", click("boom"), "u1", 3),                             # engine raises
+        _event("t.clicks", click("e5"), "u1", 4)])
+    reasons = [parse_headers(k["headers"])["reason"] for k in sent(pipeline.topics.dlq.send)]  # type: ignore[arg-type]
+    assert reasons == [Reason.KEY_MISMATCH, Reason.KEY_MISMATCH, Reason.SCHEMA, Reason.PROCESSING_ERROR]
+    assert pipeline.users["u1"]["p"]["events"] == ["e5"]
+    assert pipeline.dlq.sent == 4
+
+
+# ---- ranking, requests, feedback --------------------------------------------------------
+
+async def test_rankings_are_coalesced_per_user(pipeline: Pipeline, engine: FakeEngine) -> None:
+    await pipeline.handle_user_events([_event("t.clicks", click(f"e{i}"), "u1", i) for i in range(5)])
+    await pipeline.rank(pipeline.scheduler.due(10), [])
+    await pipeline.handle_user_events([_event("t.clicks", click("e9"), "u1", 9)])
+    assert pipeline.scheduler.due(10) == []  # ranked less than rank_interval_s ago
+    (rec,) = [orjson.loads(k["value"]) for k in sent(pipeline.topics.recommendations.send)]  # type: ignore[arg-type]
+    assert len(engine.ranked) == 1 and engine.ranked[0][1]["n"] == 5
+    assert rec["user_id"] == "u1" and rec["trigger_event_id"] == "e4" and rec["model_version"] == "fake-1"
+    assert [i["item_id"] for i in rec["items"]] == ["item0", "item1", "item2"]
+    assert 0 <= rec["latency_ms"] < 5_000
+    assert orjson.loads(pipeline.latest.get("u1")) == rec  # type: ignore[arg-type]
+
+
+async def test_ranking_loop_emits_after_events(pipeline: Pipeline, engine: FakeEngine) -> None:
+    task = asyncio.create_task(pipeline.ranking_loop())
+    try:
+        await pipeline.handle_user_events([_event("t.clicks", click("e1"), "u1", 0)])
+        for _ in range(50):
+            if pipeline.topics.recommendations.send.await_count:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.02)
+        assert [u for u, _ in engine.ranked] == ["u1"]
+    finally:
+        task.cancel()
+
+
+async def test_requests_are_answered_with_their_request_id(pipeline: Pipeline, engine: FakeEngine) -> None:
+    request = {"type": "request", "request_id": "rq1", "user_id": "u7", "k": 2, "lang": "ko",
+               "query": "전략 게임", "ts": NOW}
+    await pipeline.handle_user_events([_event("t.requests", request, "u7", 0)])
+    assert len(pipeline.requests) == 1 and len(pipeline.scheduler) == 0
+    await pipeline.rank([], [pipeline.requests.popleft()])
+    (rec,) = [orjson.loads(k["value"]) for k in sent(pipeline.topics.recommendations.send)]  # type: ignore[arg-type]
+    assert rec["request_id"] == "rq1" and rec["user_id"] == "u7" and len(rec["items"]) == 2
+    assert engine.ranked == [("u7", None)]
+
+
+async def test_clicks_on_recommendations_are_feedback(pipeline: Pipeline, engine: FakeEngine) -> None:
+    await pipeline.handle_user_events([_event("t.clicks", click("e1"), "u1", 0)])
+    await pipeline.rank(pipeline.scheduler.due(10), [])
+    rec_id = orjson.loads(pipeline.latest.get("u1"))["recommendation_id"]  # type: ignore[arg-type]
+    await pipeline.handle_user_events([_event("t.clicks", click("e2", item="item1", context={
+        "recommendation_id": rec_id, "position": 1}), "u1", 1)])
+    assert engine.feedbacks == [("u1", ("item0", "item1", "item2"), "item1")]
+
+
+def test_impressions_without_clicks_become_negatives() -> None:
+    tracker = ImpressionTracker(window_s=10.0)
+    tracker.track("r1", "u1", ["a", "b"], now=100.0)
+    tracker.track("r2", "u2", ["c"], now=105.0)
+    assert tracker.click("r1", "u1", "zzz") is None and tracker.click("r1", "u2", "a") is None
+    assert tracker.click("r2", "u2", "c") is not None
+    assert tracker.expired(now=109.0) == []
+    assert [i.user_id for i in tracker.expired(now=200.0)] == ["u1"]  # r2 was clicked
+    assert tracker.expired(now=300.0) == []
+
+
+# ---- small parts ------------------------------------------------------------------------
+
+def test_rank_scheduler_allows_one_ranking_per_interval() -> None:
+    clock = [1000.0]
+    s = RankScheduler(2.0, clock=lambda: clock[0])
+    s.mark("u1", "e1", produced_ts=50.0)
+    s.mark("u1", "e2", produced_ts=51.0)
+    s.mark("u2", "e3", produced_ts=49.0)
+    assert [(p.user_id, p.trigger_event_id, p.oldest_produced_ts) for p in s.due(10)] == [
+        ("u2", "e3", 49.0), ("u1", "e2", 50.0)]
+    s.ranked("u1")
+    s.mark("u1", "e4", produced_ts=52.0)
+    assert s.due(10) == [] and s.seconds_until_next() == pytest.approx(2.0)
+    clock[0] += 2.0
+    assert [p.trigger_event_id for p in s.due(10)] == ["e4"]
+    assert s.seconds_until_next() is None
+    clock[0] += 10.0
+    s.forget_old()
+    assert s._last == {}
+
+
+def test_latest_recommendations_are_bounded() -> None:
+    latest = LatestRecommendations(max_users=2)
+    for user in ("a", "b", "a", "c"):
+        latest.put(user, user.encode())
+    assert (latest.get("a"), latest.get("b"), latest.get("c")) == (b"a", None, b"c")
+
+
+def test_dead_letter_reasons_and_headers() -> None:
+    assert classify(InvalidEvent("not valid UTF-8 JSON: x")) == Reason.INVALID_JSON
+    assert classify(InvalidEvent("field 'ts': bad")) == Reason.SCHEMA
+    assert classify(RuntimeError("x")) == Reason.PROCESSING_ERROR
+    headers = parse_headers(dead_letter_headers("t.clicks", 1, 2, "schema", "field 'x': é"))
+    assert headers["error"] == "field 'x': é" and float(headers["failed-ts"]) > 0
+
+
+def test_envelope_offsets_make_replays_idempotent() -> None:
+    message = MagicMock(partition=3, offset=10)
+    assert not already_applied(None, message, "clicks")
+    assert already_applied({"o": {"clicks:3": 10}}, message, "clicks")
+    assert not already_applied({"o": {"clicks:3": 9}}, message, "clicks")
+    assert not already_applied({"o": {"reviews:3": 99}}, message, "clicks")
+
+
+def test_security_settings_reach_faust(tmp_path: Path) -> None:
+    import certifi
+
+    ca_file = Path(certifi.where())
+    plain = Settings(bootstrap="a:9092, b:9093")
+    assert broker_urls(plain) == ["kafka://a:9092", "kafka://b:9093"]
+    assert broker_credentials(plain) is None
+    sasl = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="app",
+                    sasl_password="s3cret", ssl_cafile=ca_file)
+    creds = broker_credentials(sasl)
+    assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"  # type: ignore[union-attr]
+    assert creds.username == "app" and creds.password == "s3cret"  # type: ignore[union-attr]
+    assert "s3cret" not in repr(creds)
+    ssl_only = broker_credentials(Settings(security_protocol="SSL", ssl_cafile=ca_file))
+    assert ssl_only.protocol.value == "SSL"  # type: ignore[union-attr]
+    app = build_app(sasl, web_enabled=False)
+    assert app.conf.broker_credentials is creds or app.conf.broker_credentials.username == "app"
+    assert changelog_name(plain, "users") == "xlrec.xlrec-users-changelog"
+
+
+def _event(topic: str, value: dict | bytes, key: str | None, offset: int, partition: int = 0) -> Any:
+    """A Faust event as `take_events` yields it."""
+    from faust.types.tuples import Message
+
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    message = Message(topic=topic, partition=partition, offset=offset, timestamp=time.time(),
+                      timestamp_type=0, headers=[], key=key.encode() if key else None, value=raw,
+                      checksum=b"")
+    event = MagicMock()
+    event.message = message
+    return event
