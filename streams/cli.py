@@ -19,6 +19,7 @@ bench_app = typer.Typer(help="Benchmarks that print numbers and write JSON.", no
 sdk_cli.register(app)
 app.command("worker")(worker_cli.worker)
 app.command("lag")(lag_cli.lag)
+app.command("dashboard")(lag_cli.dashboard)
 app.add_typer(bench_app, name="bench")
 app.add_typer(encoder_cli.app, name="encoder")
 bench_app.command("encoder")(encoder_cli.bench_encoder)

@@ -131,3 +131,43 @@ def _eta(eta: float | None, lag: int, rate: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def dashboard(
+    port: int = typer.Option(8066, "--port", "-p", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one)"),
+    workers: Optional[str] = typer.Option(
+        None, "--workers", envvar="XLREC_WORKERS",
+        help="Comma-separated worker metrics endpoints, host:port or URL "
+             "(default: the local worker on XLREC_WEB_PORT)"),
+    group: Optional[str] = typer.Option(None, "--group", "-g",
+                                        help="Only this consumer group (default: all xlrec groups)"),
+    interval: float = typer.Option(1.0, "--interval", "-i", min=0.2, max=2.0,
+                                   help="Seconds between updates of the page"),
+) -> None:
+    """Live web page: lag per group and partition, throughput, latency p50/p99, dead letters."""
+    import asyncio
+
+    from streams.dashboard import serve, worker_url
+    from streams.lag import UnknownGroup, open_monitor
+    from streams.settings import get_settings
+    from streams.topics import BrokerUnavailable
+
+    settings = get_settings()
+    specs = workers.split(",") if workers else [f"127.0.0.1:{settings.web_port}"]
+    try:
+        urls = [worker_url(spec) for spec in specs if spec.strip()]
+        monitor = open_monitor(settings, group, window_s=10.0)
+        monitor.sample()  # an unknown --group fails here, before the page promises anything
+    except (ValueError, BrokerUnavailable, UnknownGroup) as exc:
+        fail(str(exc))
+
+    def announce(url: str) -> None:
+        print(f"xlrec dashboard on {url} (Kafka {settings.bootstrap}; workers: {', '.join(urls)}); "
+              "Ctrl-C stops it", flush=True)
+
+    try:
+        asyncio.run(serve(monitor, urls, port, tick_s=interval, on_bound=announce))
+    except OSError as exc:
+        fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        return
