@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.lag import LagMonitor, LagReport, UnknownGroup
+from streams.lag import LagReport, UnknownGroup
 from streams.topics import BrokerUnavailable
 
 STATIC_DIR = Path(str(resources.files("streams") / "static"))
@@ -123,9 +123,9 @@ class WorkerStatus:
 class Dashboard:
     """Collects one snapshot per tick and fans it out to the connected pages."""
 
-    def __init__(self, monitor: LagMonitor, workers: list[str], *, tick_s: float = 1.0,
+    def __init__(self, sample_lag: Callable[[], LagReport], workers: list[str], *, tick_s: float = 1.0,
                  window_s: float = 10.0):
-        self.monitor = monitor
+        self.sample_lag = sample_lag  # LagMonitor.sample: blocking, raises on Kafka errors
         self.workers = workers
         self.tick_s = tick_s
         self.window_s = window_s
@@ -148,7 +148,7 @@ class Dashboard:
 
     def _sample_lag(self) -> LagReport | str:
         try:
-            return self.monitor.sample()
+            return self.sample_lag()
         except (BrokerUnavailable, UnknownGroup) as exc:
             return str(exc)
 
@@ -257,10 +257,10 @@ def make_app(dashboard: Dashboard) -> web.Application:
     return app
 
 
-async def serve(monitor: LagMonitor, workers: list[str], port: int, *, tick_s: float = 1.0,
+async def serve(sample_lag: Callable[[], LagReport], workers: list[str], port: int, *, tick_s: float = 1.0,
                 on_bound: Callable[[str], None] = print) -> None:
     """Serve on 127.0.0.1 until cancelled; `on_bound` gets the URL once the port is bound (port 0 works)."""
-    runner = web.AppRunner(make_app(Dashboard(monitor, workers, tick_s=tick_s)),
+    runner = web.AppRunner(make_app(Dashboard(sample_lag, workers, tick_s=tick_s)),
                            shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     try:

@@ -166,7 +166,7 @@ def dashboard(
               "Ctrl-C stops it", flush=True)
 
     try:
-        asyncio.run(serve(monitor, urls, port, tick_s=interval, on_bound=announce))
+        asyncio.run(serve(monitor.sample, urls, port, tick_s=interval, on_bound=announce))
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
     except KeyboardInterrupt:
