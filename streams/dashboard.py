@@ -124,7 +124,7 @@ class Dashboard:
     """Collects one snapshot per tick and fans it out to the connected pages."""
 
     def __init__(self, sample_lag: Callable[[], LagReport], workers: list[str], *, tick_s: float = 1.0,
-                 window_s: float = 10.0):
+                 window_s: float = 5.0):
         self.sample_lag = sample_lag  # LagMonitor.sample: blocking, raises on Kafka errors
         self.workers = workers
         self.tick_s = tick_s

@@ -54,7 +54,8 @@ function seriesOf(pick) {
 
 // Four grid steps of a round size (1, 2, 2.5 or 5 times a power of ten) covering `max`.
 function niceStep(max, integer) {
-  const raw = Math.max(max, 1e-9) / 4;
+  if (max <= 0) return integer ? 1 : 0.25;  // an empty or all-zero chart still gets a 0..1 axis
+  const raw = max / 4;
   const power = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw);
   return integer ? Math.max(1, Math.ceil(step)) : step;
@@ -89,7 +90,8 @@ function drawChart(svgId, legendId, series, emptyText, digits = 1) {
   for (let i = 0; i <= 4; i++) {
     const v = step * i;
     el("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid" }, svg);
-    el("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, svg).textContent = fmt(v, digits);
+    el("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, svg).textContent =
+      v >= 1e4 ? fmt(v) : String(Number(v.toPrecision(6)));  // 0.25 stays 0.25, 62.5 stays 62.5
   }
   for (let i = 0; i <= 4; i++) {
     const t = t0 + (shown * i) / 4;
