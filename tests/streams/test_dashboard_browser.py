@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--window-size=1400,1250")
+                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                "--window-size=1400,1250")
 XLREC = str(Path(sys.executable).with_name("xlrec"))
 SLOW_WORKER = Path(__file__).with_name("slow_worker.py")
 BURST = 400  # messages produced while the worker is paused
