@@ -98,8 +98,10 @@ def _table(report: LagReport, max_lag: int | None, error: str | None = None) -> 
     stamp = time.strftime("%H:%M:%S", time.localtime(report.at))
     caption = f"[bold red]{error}[/] (showing {stamp})" if error else f"at {stamp}"
     table = Table(title="xlrec consumer lag", caption=caption, caption_justify="left")
-    for name in ("group", "topic", "partition", "committed", "end", "lag", "rate/s", "eta"):
-        table.add_column(name, justify="left" if name in ("group", "topic") else "right")
+    table.add_column("group", no_wrap=True)  # names stay whole; the number columns give way
+    table.add_column("topic", no_wrap=True)
+    for name in ("part", "committed", "end", "lag", "rate/s", "eta"):
+        table.add_column(name, justify="right")
     if not report.rows:
         table.add_row("[dim]no xlrec consumer group has committed offsets yet[/]", *[""] * 7)
     for row in report.rows:
