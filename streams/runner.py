@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ranking.engine import Profile, Recommended, Recommender, UserEvent
+from ranking.engine import Profile, Recommended, Recommender, UserEvent, item_text
 from ranking.store import VectorStore
 from streams import metrics
 from streams.schemas import ItemEvent, ReviewEvent
@@ -65,12 +65,22 @@ class EngineRunner:
 
     # ---- items --------------------------------------------------------------------------
     async def upsert_items(self, events: Sequence[ItemEvent]) -> None:
-        """Embed and upsert a batch of items (deleted ones are removed)."""
-        start = time.perf_counter()
-        await self._run(self._engine, self.rec.upsert_items, list(events))
-        metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
-        metrics.ENCODER_BATCH_SIZE.observe(len(events))
-        metrics.ITEM_UPSERTS.inc(sum(1 for e in events if not e.deleted))
+        """Embed a batch of item texts on the encoder thread, then upsert them (and remove
+        deleted items) on the engine thread, so rankings never wait for the encoder."""
+        events = list(events)
+        vectors: list[np.ndarray] | None = None
+        live = [i for i, e in enumerate(events) if not e.deleted]
+        if live and self.rec.encoder is not None:
+            start = time.perf_counter()
+            encoded = await self._run(self._encoder, self.rec.encoder.encode,
+                                      [item_text(events[i]) for i in live])
+            metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
+            metrics.ENCODER_BATCH_SIZE.observe(len(live))
+            by_index = dict(zip(live, encoded))
+            empty = np.zeros(self.rec.encoder.dim, dtype=np.float32)
+            vectors = [by_index.get(i, empty) for i in range(len(events))]  # deleted: ignored
+        await self._run(self._engine, self.rec.upsert_items, events, vectors)
+        metrics.ITEM_UPSERTS.inc(len(live))
 
     # ---- user events --------------------------------------------------------------------
     async def embed_reviews(self, events: Sequence[ReviewEvent]) -> dict[str, np.ndarray]:

@@ -33,4 +33,5 @@ def register(app: faust.App, latest: Callable[[str], bytes | None]) -> None:
     @app.page("/metrics", name="metrics")
     async def prometheus(web: View, request: Request) -> Response:
         body, content_type = metrics.render()
-        return web.bytes(body, content_type=content_type)
+        # aiohttp refuses parameters (charset, version) in `content_type`; a header keeps them.
+        return web.bytes(body, headers={"Content-Type": content_type})

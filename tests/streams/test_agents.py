@@ -36,6 +36,7 @@ class FakeEngine:
     """Records calls; profiles are dicts with the applied event ids, like the real engine's."""
 
     model_version = "fake-1"
+    encoder = None
 
     def __init__(self) -> None:
         self.items: list[ItemEvent] = []
@@ -45,7 +46,7 @@ class FakeEngine:
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
         self.fail_on: set[str] = set()
 
-    def upsert_items(self, events: list[ItemEvent]) -> None:
+    def upsert_items(self, events: list[ItemEvent], vectors: Any = None) -> None:
         self.items.extend(events)
 
     def embed_reviews(self, events: list[Any]) -> dict[str, np.ndarray]:
@@ -156,7 +157,7 @@ async def test_item_batch_keeps_the_last_version_of_each_item(pipeline: Pipeline
 
 
 async def test_a_failing_item_batch_is_retried_item_by_item(pipeline: Pipeline, engine: FakeEngine) -> None:
-    def upsert(events: list[ItemEvent]) -> None:
+    def upsert(events: list[ItemEvent], vectors: Any = None) -> None:
         if any(e.item_id == "bad" for e in events):
             raise RuntimeError("store refused")
         engine.items.extend(events)
