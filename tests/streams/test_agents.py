@@ -283,6 +283,35 @@ def test_impressions_without_clicks_become_negatives() -> None:
     assert tracker.expired(now=300.0) == []
 
 
+async def test_item_texts_are_encoded_off_the_engine_thread(engine: FakeEngine) -> None:
+    """The runner embeds live items in one encoder batch and hands the vectors to the engine
+    (deleted items get a placeholder the engine ignores)."""
+    import threading
+
+    class Encoder:
+        dim, name = 4, "fake"
+        threads: list[str] = []
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            self.threads.append(threading.current_thread().name)
+            return np.stack([np.full(4, len(t), dtype=np.float32) for t in texts])
+
+    got: list[Any] = []
+    engine.encoder = Encoder()  # type: ignore[assignment]
+    engine.upsert_items = lambda events, vectors=None: got.append(  # type: ignore[method-assign]
+        (threading.current_thread().name, [e.item_id for e in events], vectors))
+    runner = EngineRunner(engine)  # type: ignore[arg-type]
+    try:
+        await runner.upsert_items([ItemEvent(item_id="a", title="Abc", ts=NOW),
+                                   ItemEvent(item_id="b", title="B", ts=NOW, deleted=True),
+                                   ItemEvent(item_id="c", title="Cdefg", description="x", ts=NOW)])
+    finally:
+        runner.close()
+    (thread, ids, vectors), = got
+    assert Encoder.threads == ["xlrec-encode_0"] and thread.startswith("xlrec-engine")
+    assert ids == ["a", "b", "c"] and [float(v[0]) for v in vectors] == [3.0, 0.0, 8.0]
+
+
 # ---- small parts ------------------------------------------------------------------------
 
 def test_rank_scheduler_allows_one_ranking_per_interval() -> None:
