@@ -37,7 +37,9 @@ class EventProducer:
         if check:
             check_broker(self.settings)
         conf = {**self.settings.kafka_config(), "enable.idempotence": True, "acks": "all",
-                "linger.ms": 5, "compression.type": "lz4", "message.timeout.ms": 30000, **overrides}
+                "linger.ms": 5, "compression.type": "lz4",
+                # murmur2 like Java clients, aiokafka and Faust: a user stays on one partition
+                "partitioner": "murmur2_random", "message.timeout.ms": 30000, **overrides}
         self._producer = Producer(conf)
         self._on_delivery = on_delivery
         self._lock = threading.Lock()
