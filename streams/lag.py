@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from streams.settings import Settings
 from streams.topics import BrokerUnavailable, admin_client, check_broker
@@ -35,6 +35,10 @@ from streams.topics import BrokerUnavailable, admin_client, check_broker
 # streams.consumer names its throw-away tailing groups like this.
 EPHEMERAL_GROUP_PREFIX = "xlrec-tail-"
 REQUEST_TIMEOUT_S = 10.0
+# A broker that just started (or moved a group's coordinator) answers these for a few seconds.
+COORDINATOR_STARTING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                        KafkaError.COORDINATOR_LOAD_IN_PROGRESS}
+COORDINATOR_RETRIES = 10
 
 
 class UnknownGroup(LookupError):
@@ -117,22 +121,26 @@ class _Sample:
 class LagMonitor:
     """Samples lag repeatedly; keeps `window_s` of history per partition for rates and ETAs."""
 
-    def __init__(self, settings: Settings, group: str | None = None, *, window_s: float = 30.0,
-                 admin: AdminClient | None = None):
+    def __init__(self, settings: Settings, group: str | None = None, *, window_s: float = 30.0):
         self.settings = settings
         self.group = group
         self.window_s = window_s
-        self._admin = admin or admin_client(settings)
+        self._admin = admin_client(settings)
         self._history: dict[tuple[str, str, int], deque[_Sample]] = {}
 
     def sample(self) -> LagReport:
         """Read committed and end offsets now. Raises BrokerUnavailable or UnknownGroup."""
-        try:
-            committed = self._committed_offsets()
-            ends = self._end_offsets({(topic, partition) for _, topic, partition in committed})
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"Kafka at {self.settings.bootstrap} did not answer: "
-                                    f"{exc.args[0].str()}") from None
+        for attempt in range(COORDINATOR_RETRIES + 1):
+            try:
+                committed = self._committed_offsets()
+                ends = self._end_offsets({(topic, partition) for _, topic, partition in committed})
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                if attempt == COORDINATOR_RETRIES or not (error.retriable() or error.code() in COORDINATOR_STARTING):
+                    raise BrokerUnavailable(f"Kafka at {self.settings.bootstrap} did not answer: "
+                                            f"{error.str()}") from None
+                time.sleep(0.5)
         now, at = time.monotonic(), time.time()
         rows = []
         for (group, topic, partition), offset in sorted(committed.items()):
