@@ -158,7 +158,7 @@ class Dashboard:
                 response.raise_for_status()
                 self._counters.update(url, parse_worker_metrics(await response.text()))
             return WorkerStatus(url, up=True)
-        except (ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (ClientError, TimeoutError, ValueError) as exc:
             return WorkerStatus(url, up=False, error=str(exc) or type(exc).__name__)
 
     def snapshot(self, lag: LagReport | str, workers: list[WorkerStatus], at: float,

@@ -1,6 +1,7 @@
 """A stand-in worker process for the dashboard's browser test: consumes one topic as a
 consumer group at a bounded rate, stops polling while a pause file exists (so it falls
-behind; it touches PAUSE_FILE.ack once it is idle), and serves the real `streams.metrics` registry on /metrics like a worker does.
+behind; it touches PAUSE_FILE.ack once it is idle), and serves the real `streams.metrics`
+registry on /metrics like a worker does.
 
 Run: python slow_worker.py BOOTSTRAP TOPIC GROUP PORT_FILE PAUSE_FILE
 """

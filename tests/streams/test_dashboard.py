@@ -62,7 +62,7 @@ def test_counters_survive_a_worker_restart() -> None:
 
 
 def snapshot_rates(dashboard: Dashboard, workers: list[str], bodies: list[str], now: float) -> dict[str, Any]:
-    for url, body in zip(workers, bodies):
+    for url, body in zip(workers, bodies, strict=True):
         dashboard._counters.update(url, parse_worker_metrics(body))
     return dashboard.snapshot(LagReport(at=now, rows=[]), [WorkerStatus(url, up=True) for url in workers],
                               at=now, now=now)
