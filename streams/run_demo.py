@@ -27,6 +27,7 @@ from rich.table import Table
 
 from streams import broker
 from streams.consumer import RecommendationConsumer
+from streams.lag import LagMonitor, UnknownGroup
 from streams.producer import EventProducer
 from streams.render import print_recommendation
 from streams.schemas import ClickEvent, Event, ItemEvent, Recommendation, ReviewEvent, parse_event
@@ -70,6 +71,26 @@ def wait_for_worker(port: int, proc: subprocess.Popen, log: Path, timeout_s: flo
         except OSError:
             time.sleep(0.5)
     raise SystemExit(f"the worker did not answer on port {port} within {timeout_s:.0f}s; see {log}")
+
+
+def wait_until_consumed(settings: Settings, sent: int, timeout_s: float = 900.0) -> None:
+    """Until the worker's group has committed every event we produced (lag 0), showing progress."""
+    monitor = LagMonitor(settings, settings.group_id)
+    inputs = {settings.topic(name) for name in ("items", "clicks", "reviews")}
+    deadline = time.monotonic() + timeout_s
+    with console.status("worker catching up") as status:
+        while time.monotonic() < deadline:
+            try:
+                rows = [r for r in monitor.sample().rows if r.topic in inputs]
+            except UnknownGroup:  # the group commits for the first time after its first batch
+                rows = []
+            done = sum(r.committed for r in rows)
+            status.update(f"worker catching up: {done}/{sent} events applied, "
+                          f"lag {sum(r.lag for r in rows)}")
+            if done >= sent:
+                return
+            time.sleep(1.0)
+    console.print(f"[yellow]the worker had not caught up after {timeout_s:.0f}s[/]")
 
 
 class Follower(threading.Thread):
@@ -146,11 +167,8 @@ def main() -> None:
                         langs[event.user_id][event.lang] += 1
         console.print(f"produced {sent} events in {time.monotonic() - started:.1f}s; "
                       "waiting for the worker to catch up")
-        quiet_since, last_count = time.monotonic(), -1
-        while time.monotonic() - quiet_since < 10 and time.monotonic() - started < 600:
-            if follower.count != last_count:
-                quiet_since, last_count = time.monotonic(), follower.count
-            time.sleep(1)
+        wait_until_consumed(settings, sent)
+        time.sleep(settings.rank_interval_s + 3.0)  # the last coalesced rankings
         follower.stopped.set()
         follower.join(5)
         show_users(follower, titles, langs, history)
