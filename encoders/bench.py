@@ -108,7 +108,7 @@ def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: in
         from encoders.torch_encoder import TorchEncoder
 
         engines["pytorch_fp32"] = TorchEncoder(source, max_tokens=max_tokens, threads=cpu_threads,
-                                               batch_size=batch_size or 32)
+                                               batch_size=batch_size)
     for variant in ("fp32", "int8"):
         engines[f"onnx_{variant}"] = OnnxEncoder(model_dir, device="cpu", variant=variant,
                                                  max_tokens=max_tokens, threads=cpu_threads,

@@ -11,14 +11,11 @@ from typing import Any
 import numpy as np
 
 from encoders.export import MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, read_manifest
-from encoders.text import TextBatcher
+from encoders.text import BATCH_LIMITS, TextBatcher
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEVICE_VARIANT = {"cuda": "fp16", "cpu": "int8"}
-# Batch limits: CPU throughput peaks with modest batches (cache-sized activations); the GPU
-# wants large ones.
-BATCH_LIMITS = {"cpu": (32, 4096), "cuda": (256, 65536)}
 
 
 class EncoderDeviceError(RuntimeError):

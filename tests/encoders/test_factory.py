@@ -1,0 +1,63 @@
+"""`load_default_encoder`: the one call other packages use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from encoders import factory
+from encoders.onnx_encoder import CPU, EncoderDeviceError, OnnxEncoder, cuda_available, resolve_device
+from streams.settings import get_settings
+
+
+def test_default_encoder_on_this_machine(model_dir: Path) -> None:
+    encoder = factory.load_default_encoder()
+    assert isinstance(encoder, OnnxEncoder)
+    expected = ("cuda", "fp16") if cuda_available() else ("cpu", "int8")
+    assert (encoder.device, encoder.variant) == expected
+    assert encoder.encode(["hello"]).shape == (1, 384)
+
+
+def test_valid_cache_is_not_exported_again(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("export_model must not run when the cache is valid")
+
+    monkeypatch.setattr(factory, "export_model", no_export)
+    assert factory.load_default_encoder(device="cpu").provider == CPU
+
+
+def test_xlrec_device_setting_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XLREC_DEVICE", "cpu")
+    get_settings.cache_clear()
+    try:
+        assert resolve_device() == "cpu"
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+@pytest.mark.skipif(cuda_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_build_is_a_clear_error() -> None:
+    with pytest.raises(EncoderDeviceError, match="onnxruntime-gpu"):
+        factory.load_default_encoder(device="cuda")
+
+
+def test_unknown_device_is_a_clear_error() -> None:
+    with pytest.raises(EncoderDeviceError, match="unknown device"):
+        resolve_device("tpu")
+
+
+def test_runtime_needs_no_torch(model_dir: Path) -> None:
+    """The worker imports only onnxruntime and tokenizers to embed."""
+    code = textwrap.dedent("""
+        import sys
+        from encoders.factory import load_default_encoder
+        load_default_encoder(device="cpu").encode(["Bonjour"])
+        heavy = {"torch", "transformers"} & set(sys.modules)
+        assert not heavy, heavy
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], timeout=120)
