@@ -76,7 +76,8 @@ class CachedEncoder:
             else:
                 todo.setdefault(k, []).append(i)
         self.hits += len(texts) - sum(len(v) for v in todo.values())
-        pending = list(todo)
+        # Globally length-sorted, so each encoder call pads texts of similar length.
+        pending = sorted(todo, key=lambda k: len(texts[todo[k][0]]))
         for start in range(0, len(pending), BATCH):
             chunk = pending[start:start + BATCH]
             vecs = self.inner.encode([texts[todo[k][0]] for k in chunk])

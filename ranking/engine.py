@@ -216,8 +216,14 @@ class Recommender:
         x = signals.matrix(rows)
         weights = self.scorer.weights()
         scores = x @ weights
+        by_query = None
+        if signals.query is not None:
+            by_query = self.config.query_weight * _z(signals.query[rows])
+            scores = _z(scores) + by_query
         order = np.lexsort((rows, -scores))
         rows, scores, x = rows[order], scores[order], x[order]
+        if by_query is not None:
+            by_query = by_query[order]
         pool = min(len(rows), self.config.mmr_pool * k)
         picked = mmr(rows[:pool], scores[:pool], self.catalog.vec[rows[:pool]], k,
                      self.config.mmr_lambda)
@@ -225,10 +231,13 @@ class Recommender:
         rng = random.Random(zlib.crc32(f"{self.seed}:{user_id}:{now}".encode()))
         shown, explored = explore(picked, len(rows), k, self.config, rng)
         mean_x = x.mean(axis=0)
-        items = [self._item(int(rows[j]), float(scores[j]),
-                            "explore" if j == explored else self._top_group(x[j], mean_x, weights),
-                            ctx, profile)
-                 for j in shown]
+        items = []
+        for j in shown:
+            group = self._top_group(x[j], mean_x, weights)
+            if by_query is not None and by_query[j] > scores[j] - by_query[j]:
+                group = "query"
+            items.append(self._item(int(rows[j]), float(scores[j]),
+                                    "explore" if j == explored else group, ctx))
         by_score = [self.catalog.index.ids[r] for r in rows[:k]]
         return Ranking(items, by_score, diversified)
 
@@ -371,7 +380,7 @@ class Recommender:
                                          langs=[lang] if lang else None)
                 chosen.update(r for r in self._rows([h.item_id for h in hits]) if ok[r])
         if ctx.history_rows:
-            take(s.f["cooc_sum"], cfg.n_cooc)
+            take(s.f["cooc"], cfg.n_cooc)
         for name in ("trend_3h", "trend_24h", "trend_168h"):
             take(s.f[name], cfg.n_trend // 3)
         if ctx.main_lang:
@@ -405,8 +414,7 @@ class Recommender:
                 best, best_value = group, value
         return best
 
-    def _item(self, row: int, score: float, group: str, ctx: UserContext,
-              profile: Profile | None) -> Recommended:
+    def _item(self, row: int, score: float, group: str, ctx: UserContext) -> Recommended:
         c = self.catalog
         return Recommended(c.index.ids[row], score, self._reason(row, group, ctx), c.titles[row],
                            c.main_lang(row))
@@ -416,7 +424,7 @@ class Recommender:
         hist = ctx.history_rows
         if group == "explore":
             return reasons.EXPLORE
-        if group == "content" and ctx.query is not None:
+        if group == "query":
             return reasons.QUERY
         if group == "content" and hist:
             sims = c.vec[hist] @ c.vec[row]
@@ -434,6 +442,12 @@ class Recommender:
         if group == "new":
             return reasons.NEW
         return reasons.POPULAR
+
+
+def _z(values: np.ndarray) -> np.ndarray:
+    """Standardised across the candidates, so two scores of different scales can be added."""
+    std = float(values.std())
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
 
 
 def item_text(event: ItemEvent) -> str:

@@ -21,14 +21,17 @@ TREND_HALF_LIVES_H = (3.0, 12.0, 24.0, 72.0, 168.0, 720.0)
 LANG_HALF_LIVES_H = (24.0, 168.0)
 
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "content": ("content", "content_own", "content_text", "query"),
-    "cooc": ("cooc_sum", "cooc_max", "cooc_last"),
-    "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H),
+    "content": ("content", "content_own", "content_text"),
+    "cooc": ("cooc", "cooc_last", "cooc_max"),
+    "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H) + ("trend_log",),
     "lang": tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H) + ("lang_frac",),
     "new": ("age", "new"),
     "popular": ("pop", "pos_rate"),
 }
 FEATURES: tuple[str, ...] = tuple(f for group in FEATURE_GROUPS.values() for f in group)
+# Until the learner has seen `warmup_pairs` pairs, rank with this neutral start: every main
+# signal counts the same. Not fitted to any data; the learnt weights replace it.
+PRIOR_WEIGHTS = {"content": 1.0, "cooc": 1.0, "trend_24h": 1.0, "lang_trend_168h": 1.0}
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,11 @@ class HybridConfig:
     n_trend: int = 100          # trending overall (three horizons share this budget)
     n_lang: int = 50            # trending in the user's languages
     n_fresh: int = 30           # newest items
-    hard_negatives: int = 4     # learning: top-ranked items the user did not choose
-    random_negatives: int = 2   # learning: other candidates
+    hard_negatives: int = 0     # learning: top-ranked items the user did not choose
+    random_negatives: int = 6   # learning: other candidates
     learning_rate: float = 0.02
+    warmup_pairs: int = 500
+    query_weight: float = 2.0   # a typed query outweighs the profile (both standardised)
     l2: float = 1e-5
     new_item_hours: float = 48.0
     mmr_lambda: float = 0.85    # 1 = no diversity
@@ -83,24 +88,21 @@ class Signals:
         self.f["content_own"] = vec @ ctx.own if ctx.own is not None else zeros
         self.f["content_text"] = (catalog.text_vec[:n] @ ctx.interest
                                   if ctx.interest is not None else zeros)
-        self.f["query"] = vec @ ctx.query if ctx.query is not None else zeros
+        self.query = vec @ ctx.query if ctx.query is not None else None
         rows, weights = ctx.history_rows, ctx.history_weights
         pos_w = [max(w, 0.0) for w in weights]
         total, best = cooc.scores(rows, n, pos_w)
         last, _ = cooc.scores(rows[-3:], n, pos_w[-3:])
-        self.f["cooc_sum"], self.f["cooc_max"], self.f["cooc_last"] = (
-            np.log1p(10 * total), best, np.log1p(10 * last))
+        self.f["cooc"], self.f["cooc_last"], self.f["cooc_max"] = _rel(total), _rel(last), best
         counts = trend.values(now, n)
-        share = np.log((counts + 0.01) / (trend.totals(now)[None, :] + 1.0))
         for j, h in enumerate(TREND_HALF_LIVES_H):
-            self.f[f"trend_{int(h)}h"] = share[:, j]
+            self.f[f"trend_{int(h)}h"] = _rel(counts[:, j])
+        self.f["trend_log"] = np.log((counts[:, 2] + 0.01) / (trend.totals(now)[2] + 1.0))
         lang_counter = lang_trend.get(ctx.main_lang or "")
+        lang_counts = (lang_counter.values(now, n) if lang_counter is not None
+                       else np.zeros((n, len(LANG_HALF_LIVES_H))))
         for j, h in enumerate(LANG_HALF_LIVES_H):
-            if lang_counter is None:
-                self.f[f"lang_trend_{int(h)}h"] = np.full(n, math.log(0.01))
-            else:
-                c = lang_counter.values(now, n)[:, j]
-                self.f[f"lang_trend_{int(h)}h"] = np.log((c + 0.01) / (lang_counter.totals(now)[j] + 1.0))
+            self.f[f"lang_trend_{int(h)}h"] = _rel(lang_counts[:, j])
         n_events = catalog.n_events[:n].astype(np.float32)
         in_langs = np.zeros(n, np.float32)
         if ctx.langs:
@@ -121,11 +123,19 @@ class Signals:
         return np.stack([self.f[name][rows] for name in FEATURES], axis=1).astype(np.float64)
 
 
+def _rel(values: np.ndarray) -> np.ndarray:
+    """Scaled to the best item's value at this instant (1 = the top item), so the learner
+    compares like with like across users, history lengths and stream volumes."""
+    top = float(values.max()) if values.size else 0.0
+    return (values / top).astype(np.float32) if top > 0 else np.zeros(values.shape, np.float32)
+
+
 class PairwiseScorer:
     """RankNet-style: River's logistic regression on feature differences (chosen minus
     not chosen), behind River's online standard scaler. Scoring is one mat-vec."""
 
     def __init__(self, config: HybridConfig) -> None:
+        self.warmup_pairs = config.warmup_pairs
         self.scaler = preprocessing.StandardScaler()
         self.model = linear_model.LogisticRegression(
             optimizer=optim.SGD(config.learning_rate), l2=config.l2, intercept_lr=0.0)
@@ -142,7 +152,9 @@ class PairwiseScorer:
             self.pairs += 1
 
     def weights(self) -> np.ndarray:
-        """Effective weight per raw feature (scaling folded in)."""
+        """Effective weight per raw feature (scaling folded in); the prior while warming up."""
+        if self.pairs < self.warmup_pairs:
+            return np.asarray([PRIOR_WEIGHTS.get(name, 0.0) for name in FEATURES])
         w = self.model.weights
         out = np.zeros(len(FEATURES))
         for j, name in enumerate(FEATURES):

@@ -1,0 +1,128 @@
+"""The Recommender the agents call: items, events, reasons, feedback, snapshot/restore."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ranking import profile as P
+from ranking.engine import Recommender
+from ranking.hybrid import HybridConfig
+from ranking.memory_store import MemoryStore
+from streams.schemas import ClickEvent, ItemEvent, ReviewEvent
+from tests.ranking.fakes import FakeEncoder
+
+T0 = 1.6e9
+ITEMS = {  # item_id: (title, lang, theme words)
+    "s-de": ("Sternenflotte", "de", "space ship stars galaxy"),
+    "s-ko": ("우주 함대", "ko", "space ship stars galaxy"),
+    "s-fr": ("Flotte stellaire", "fr", "space ship stars galaxy"),
+    "f-en": ("Happy Farm", "en", "farm cows harvest tractor"),
+    "f-ja": ("のうじょう", "ja", "farm cows harvest tractor"),
+    "z-en": ("Zombie Night", "en", "zombie horror dark blood"),
+}
+
+
+def _engine(seed: int = 0, **config) -> Recommender:
+    rec = Recommender(MemoryStore(32), FakeEncoder(32), seed=seed, config=HybridConfig(**config))
+    rec.upsert_items([ItemEvent(item_id=i, title=t, lang=lang, description=words, ts=T0)
+                      for i, (t, lang, words) in ITEMS.items()])
+    return rec
+
+
+def _review(n: int, user: str, item: str, lang: str = "de", up: bool = True) -> ReviewEvent:
+    return ReviewEvent(event_id=f"r{n}", user_id=user, item_id=item, ts=T0 + 60 * n,
+                       text=ITEMS[item][2] if item in ITEMS else "text", lang=lang, voted_up=up)
+
+
+def _feed(rec: Recommender, events) -> dict[str, dict]:
+    profiles: dict[str, dict] = {}
+    for e in events:
+        profiles[e.user_id] = rec.observe(profiles.get(e.user_id), e)
+    return profiles
+
+
+def test_same_theme_in_other_languages_ranks_first_with_a_reason() -> None:
+    rec = _engine()
+    profiles = _feed(rec, [_review(1, "de-user", "s-de")])
+    items = rec.recommend("de-user", profiles["de-user"], k=3, now=T0 + 3600)
+    ids = [i.item_id for i in items]
+    assert "s-de" not in ids                        # seen items are never recommended
+    assert set(ids[:2]) == {"s-ko", "s-fr"}
+    assert all(i.reason for i in items)
+    assert items[0].title in ("우주 함대", "Flotte stellaire")
+    assert items[0].lang in ("ko", "fr")
+
+
+def test_duplicate_event_changes_nothing() -> None:
+    rec = _engine()
+    e = _review(1, "u", "s-de")
+    p1 = rec.observe(None, e)
+    state = pickle.dumps((rec.catalog, rec.trend, rec.cooc, rec.scorer.pairs))
+    p2 = rec.observe(p1, e)
+    assert p2 == p1
+    assert pickle.dumps((rec.catalog, rec.trend, rec.cooc, rec.scorer.pairs)) == state
+
+
+def test_unknown_item_becomes_known_and_deleted_items_disappear() -> None:
+    rec = _engine()
+    profiles = _feed(rec, [_review(1, "a", "new-1", "en"), _review(2, "b", "s-de")])
+    assert rec.catalog.index.row("new-1") is not None
+    ids = [i.item_id for i in rec.recommend("c", None, k=10, now=T0 + 600)]
+    assert "new-1" in ids                           # a newcomer gets trending and fresh items
+    rec.upsert_item(ItemEvent(item_id="s-ko", title="x", ts=T0 + 700, deleted=True))
+    ids = [i.item_id for i in rec.recommend("b", profiles["b"], k=10, now=T0 + 800)]
+    assert "s-ko" not in ids
+
+
+def test_query_and_language_filter() -> None:
+    rec = _engine()
+    q = rec.embed_query("farm cows")
+    items = rec.recommend("anyone", None, k=2, now=T0 + 60, query_vector=q)
+    assert {i.item_id for i in items} == {"f-en", "f-ja"}
+    assert items[0].reason == "matches your search"
+    only_ja = rec.recommend("anyone", None, k=5, now=T0 + 60, query_vector=q, lang="ja")
+    assert [i.item_id for i in only_ja] == ["f-ja"]
+
+
+def test_learns_online_and_feedback_moves_weights() -> None:
+    rec = _engine(warmup_pairs=0)
+    events = [_review(n, f"u{n % 5}", item, "en") for n, item in
+              enumerate(["s-de", "s-ko", "s-fr", "f-en", "f-ja", "z-en"] * 5, 1)]
+    profiles = _feed(rec, events)
+    assert rec.scorer.pairs > 0
+    before = rec.feature_weights()
+    rec.feedback("u1", profiles["u1"], shown=["z-en", "f-ja"], clicked="z-en", now=T0 + 10_000)
+    assert rec.feature_weights() != before
+    assert rec.model_version.startswith("xlrec/fake-bow/")
+
+
+def test_snapshot_restore_round_trip(tmp_path: Path) -> None:
+    rec = _engine(seed=3)
+    profiles = _feed(rec, [_review(n, f"u{n % 3}", item, "de") for n, item in
+                           enumerate(["s-de", "f-en", "s-ko", "z-en", "f-ja"] * 3, 1)])
+    path = tmp_path / "state" / "ranker.pkl"
+    rec.snapshot(path)
+    fresh = Recommender(MemoryStore(32), FakeEncoder(32), seed=3)
+    fresh.restore(path)
+    assert fresh.store.count() == rec.store.count()
+    for user, p in profiles.items():
+        assert fresh.recommend(user, p, k=4, now=T0 + 5000) == rec.recommend(user, p, k=4, now=T0 + 5000)
+    assert fresh.feature_weights() == rec.feature_weights()
+    other = Recommender(MemoryStore(32), None)
+    with pytest.raises(ValueError, match="encoder"):
+        other.restore(path)
+
+
+def test_click_profile_and_reason_text() -> None:
+    rec = _engine()
+    click = ClickEvent(event_id="c1", user_id="u", item_id="f-en", ts=T0 + 60, lang="en")
+    p = rec.observe(None, click)
+    assert P.history(p) == ["f-en"] and p["read"] == {"en": 1}
+    reasons = {i.item_id: i.reason for i in rec.recommend("u", p, k=5, now=T0 + 120)}
+    assert reasons  # every item carries some text
+    assert all(isinstance(r, str) and r for r in reasons.values())
+    assert np.isfinite([i.score for i in rec.recommend("u", p, k=5, now=T0 + 120)]).all()
