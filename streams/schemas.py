@@ -24,8 +24,17 @@ MAX_CATEGORIES = 64
 MIN_TS = 946_684_800.0            # 2000-01-01: older clocks are wrong, not old events
 MAX_FUTURE_SKEW_S = 24 * 3600.0   # events from more than a day in the future are rejected
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS,
-                                      pattern=r"^[A-Za-z0-9._:@/+=-]+$")]
+_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]+$")
+
+
+def _check_id(value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(f"{value[:40]!r} may contain only letters, digits and . _ : @ / + = -")
+    return value
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_check_id),
+               Field(json_schema_extra={"pattern": _ID.pattern})]
 LangTag = Annotated[str, AfterValidator(normalize_language)]
 
 
