@@ -102,7 +102,7 @@ def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: in
     gpu = cuda_available()
     say("checking the model cache (exports on first use)")
     model_dir = export_model(source, ["fp32", "int8"] + (["fp16"] if gpu else [])).model_dir
-    cpu_threads = threads or (os.cpu_count() or 1)
+    cpu_threads = threads or len(os.sched_getaffinity(0))
     engines: dict[str, Encoder] = {}
     if with_pytorch:
         from encoders.torch_encoder import TorchEncoder

@@ -81,8 +81,11 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = settings.encoder_threads if threads is None else threads
-        options.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads if threads > 0 else len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning: the worker shares its cores with Kafka
+        # clients and other processes, and under contention this is faster, too.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = [CPU]
         if self.device == "cuda":
             providers = [(CUDA, {"device_id": 0}), CPU]

@@ -11,7 +11,7 @@ from encoders.base import Encoder
 from encoders.onnx_encoder import OnnxEncoder, cuda_available
 
 IMPLEMENTATIONS = ["onnx-int8", "onnx-fp32", "torch-fp32", "onnx-cuda-fp16"]
-TEXTS = ["Fun co-op shooter.", "Ein schönes Rätselspiel.", "", "很好玩", "Ужасная оптимизация " * 40]
+TEXTS = ["Fun co-op shooter.", "Ein schönes Rätselspiel.", "", "很好玩", "Ужасная оптимизация " * 10]
 
 
 @pytest.fixture(scope="module", params=IMPLEMENTATIONS)

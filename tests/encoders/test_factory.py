@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from encoders import export as export_mod
 from encoders import factory
 from encoders.onnx_encoder import CPU, EncoderDeviceError, OnnxEncoder, cuda_available, resolve_device
 from streams.settings import get_settings
@@ -24,9 +25,9 @@ def test_default_encoder_on_this_machine(model_dir: Path) -> None:
 
 def test_valid_cache_is_not_exported_again(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_export(*args: object, **kwargs: object) -> None:
-        raise AssertionError("export_model must not run when the cache is valid")
+        raise AssertionError("nothing may be exported when the cache is valid")
 
-    monkeypatch.setattr(factory, "export_model", no_export)
+    monkeypatch.setattr(export_mod, "_export", no_export)
     assert factory.load_default_encoder(device="cpu").provider == CPU
 
 
