@@ -14,12 +14,13 @@ app = typer.Typer(help="Multilingual encoder: ONNX export and checks.", no_args_
 
 
 def _log_progress() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("encoders",):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
+    """Show the exporter's progress lines on stderr (one handler per process)."""
+    logger = logging.getLogger("encoders")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 @app.command("export")
@@ -33,14 +34,14 @@ def export(
 ) -> None:
     """Export the encoder to ONNX into the model cache (reused when already valid).
 
-    Always writes fp32; without --int8/--fp16 it adds what this machine runs (CUDA: fp16, else int8).
+    Always writes fp32. Without --int8/--fp16: int8, plus fp16 where onnxruntime has CUDA.
     """
     from encoders.export import MODEL_FILES, export_model
     from encoders.onnx_encoder import cuda_available
 
     variants = ["fp32"] + (["int8"] if int8 else []) + (["fp16"] if fp16 else [])
     if not (int8 or fp16):
-        variants.append("fp16" if cuda_available() else "int8")
+        variants += ["int8"] + (["fp16"] if cuda_available() else [])
     _log_progress()
     result = export_model(source, variants, opset=opset, force=force)
     state = f"exported {', '.join(result.written)}" if result.written else "cache valid, reused"

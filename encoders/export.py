@@ -340,10 +340,16 @@ def _quantise_int8(fp32: Path, out: Path, exclude: list[str]) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=exclude,
-                     # fused ops (Attention) have no shape-inference types; their outputs are float
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    # The quantiser's advice to run its pre-processing is for static quantisation of
+    # unfused graphs; silence it (it logs on the root logger) rather than print it at install.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=exclude,
+                         # fused ops (Attention) have no shape-inference types; their outputs are float
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _run(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
