@@ -142,6 +142,10 @@ def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: in
     report["batch_size"] = {name: getattr(getattr(e, "batcher", None), "batch_size", None)
                             for name, e in engines.items()}
     report["machine"] = machine_info(cpu_threads)
+    if with_pytorch:
+        import torch
+
+        report["machine"]["torch"] = torch.__version__
     return report
 
 
