@@ -17,7 +17,7 @@ APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-
 
 install: system-deps $(STAMP)
 	@$(BIN)/xlrec kafka install
-	@$(BIN)/xlrec encoder export --int8
+	@$(BIN)/xlrec encoder export
 
 system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || { $(APT) openjdk-17-jre-headless maven; }
