@@ -45,13 +45,18 @@ class DecayedCounts:
         if self.t0 is None:
             return out
         m = min(n, self.s.shape[0])
-        out[:m] = self.s[:m] * np.exp(-(now - self.t0) / self.tau)
+        out[:m] = self.s[:m] * self._decay(now)
         return out
 
     def totals(self, now: float) -> np.ndarray:
         if self.t0 is None:
             return np.zeros(len(self.tau))
-        return self.total * np.exp(-(now - self.t0) / self.tau)
+        return self.total * self._decay(now)
+
+    def _decay(self, now: float) -> np.ndarray:
+        """exp(-(now - t0) / tau), reading a `now` before t0 as t0: a streaming worker sees
+        event times go back across partitions, and rewinding past t0 overflows exp()."""
+        return np.exp(-max(now - self.t0, 0.0) / self.tau)
 
 
 class CoCounts:
