@@ -32,9 +32,9 @@ from encoders.base import Encoder
 from ranking import profile as profiles
 from ranking import reasons
 from ranking.catalog import ItemCatalog
-from ranking.hybrid import (FEATURE_GROUPS, FEATURES, LANG_HALF_LIVES_H, TREND_HALF_LIVES_H,
+from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, LANG_HALF_LIVES_H, TREND_HALF_LIVES_H,
                             HybridConfig, PairwiseScorer, Signals, UserContext, explore, mmr)
-from ranking.signals import HOUR, CoCounts, DecayedCounts
+from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 from ranking.store import ItemPoint, VectorStore
 from ranking.vectors import LanguageCentering
 from streams.schemas import ClickEvent, ItemEvent, ReviewEvent
@@ -92,6 +92,8 @@ class Recommender:
         self.trend = DecayedCounts([h * HOUR for h in TREND_HALF_LIVES_H])
         self.lang_trend: dict[str, DecayedCounts] = {}
         self.cooc = CoCounts()
+        self.cooc_recent = CoCounts(COOC_HALF_LIFE_H * HOUR)
+        self.transitions = Transitions()
         self.scorer = PairwiseScorer(self.config)
         self.rng = random.Random(seed)
         self.updates = 0
@@ -178,7 +180,10 @@ class Recommender:
         if event.lang:
             self.lang_trend.setdefault(
                 event.lang, DecayedCounts([h * HOUR for h in LANG_HALF_LIVES_H])).add(row, event.ts)
-        self.cooc.add(row, [r for r in self._rows(profiles.history(profile)) if r != row])
+        history = [r for r in self._rows(profiles.history(profile)) if r != row]
+        self.cooc.add(row, history)
+        self.cooc_recent.add(row, history, event.ts)
+        self.transitions.add(row, history[-3:])
         item_vec = self.catalog.vec[row]
         new = profiles.apply_event(
             profile, user_id=event.user_id, event_id=event.event_id, item_id=event.item_id,
@@ -268,7 +273,9 @@ class Recommender:
         atomically; profiles are not included (they live in the users table)."""
         state = {"version": SNAPSHOT_VERSION, "catalog": self.catalog,
                  "centering": self.centering.state(), "trend": self.trend,
-                 "lang_trend": self.lang_trend, "cooc": self.cooc, "scorer": self.scorer,
+                 "lang_trend": self.lang_trend, "cooc": self.cooc,
+                 "cooc_recent": self.cooc_recent, "transitions": self.transitions,
+                 "scorer": self.scorer,
                  "rng": self.rng.getstate(), "updates": self.updates,
                  "config": self.config, "encoder": getattr(self.encoder, "name", None)}
         path = Path(path)
@@ -296,6 +303,7 @@ class Recommender:
         self.catalog, self.trend = state["catalog"], state["trend"]
         self.centering = LanguageCentering.from_state(state["centering"])
         self.lang_trend, self.cooc, self.scorer = state["lang_trend"], state["cooc"], state["scorer"]
+        self.cooc_recent, self.transitions = state["cooc_recent"], state["transitions"]
         self.rng.setstate(state["rng"])
         self.updates, self.config = state["updates"], state["config"]
         for row in range(len(self.catalog)):
@@ -351,8 +359,8 @@ class Recommender:
                None if query is None else query.tobytes())
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        signals = Signals(self.catalog, self.trend, self.lang_trend, self.cooc, ctx, now,
-                          self.config.new_item_hours)
+        signals = Signals(self.catalog, self.trend, self.lang_trend, self.cooc, self.cooc_recent,
+                          self.transitions, ctx, now, self.config.new_item_hours)
         self._cache = (key, signals)
         return signals
 
@@ -367,18 +375,20 @@ class Recommender:
                 ok[r] = False
         if lang is not None:
             ok &= np.asarray([lang in c.langs(r) for r in range(s.n)], bool)
-        chosen: set[int] = set()
+        chosen = np.zeros(s.n, bool)
 
         def take(values: np.ndarray, n: int) -> None:
             v = np.where(ok, values, -np.inf)
-            top = np.argsort(-v, kind="stable")[:n]
-            chosen.update(int(r) for r in top if np.isfinite(v[r]))
+            top = np.argpartition(-v, n)[:n] if n < v.size else np.arange(v.size)
+            chosen[top[np.isfinite(v[top])]] = True
 
         for vector in (ctx.interest, ctx.query):
             if vector is not None:
                 hits = self.store.search(vector, cfg.n_content, exclude=banned,
                                          langs=[lang] if lang else None)
-                chosen.update(r for r in self._rows([h.item_id for h in hits]) if ok[r])
+                hit_rows = np.asarray(self._rows([h.item_id for h in hits]), np.int64)
+                hit_rows = hit_rows[hit_rows < s.n]
+                chosen[hit_rows[ok[hit_rows]]] = True
         if ctx.history_rows:
             take(s.f["cooc"], cfg.n_cooc)
         for name in ("trend_3h", "trend_24h", "trend_168h"):
@@ -386,7 +396,7 @@ class Recommender:
         if ctx.main_lang:
             take(s.f["lang_trend_168h"], cfg.n_lang)
         take(-s.f["age"], cfg.n_fresh)
-        return np.asarray(sorted(chosen), np.int64)
+        return np.flatnonzero(chosen)
 
     def _learn_choice(self, user_id: str, profile: Profile | None, row: int, now: float) -> None:
         """The user chose `row`: learn it against the best-ranked items not chosen and a few

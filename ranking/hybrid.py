@@ -15,20 +15,24 @@ import numpy as np
 from river import linear_model, optim, preprocessing
 
 from ranking.catalog import ItemCatalog
-from ranking.signals import HOUR, CoCounts, DecayedCounts
+from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 
 TREND_HALF_LIVES_H = (3.0, 12.0, 24.0, 72.0, 168.0, 720.0)
+COOC_HALF_LIFE_H = 168.0   # recent co-occurrence: pairs that are being reviewed together now
 LANG_HALF_LIVES_H = (24.0, 168.0)
 
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "content": ("content", "content_own", "content_text"),
-    "cooc": ("cooc", "cooc_last", "cooc_max"),
-    "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H) + ("trend_log",),
+    "content": ("content", "content_own", "content_text", "content_x_hist"),
+    "cooc": ("cooc", "cooc_last", "cooc_max", "cooc_recent", "next", "cooc_x_hist"),
+    "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H) + ("trend_log", "trend_x_hist"),
     "lang": tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H) + ("lang_frac",),
     "new": ("age", "new"),
     "popular": ("pop", "pos_rate"),
 }
 FEATURES: tuple[str, ...] = tuple(f for group in FEATURE_GROUPS.values() for f in group)
+# `*_x_hist` features are a signal times the user's history depth (0..1): with pairwise
+# differences they let the learnt weight of that signal depend on how much we know of the user.
+HISTORY_DEPTH = 20
 # Until the learner has seen `warmup_pairs` pairs, rank with this neutral start: every main
 # signal counts the same. Not fitted to any data; the learnt weights replace it.
 PRIOR_WEIGHTS = {"content": 1.0, "cooc": 1.0, "trend_24h": 1.0, "lang_trend_168h": 1.0}
@@ -47,6 +51,7 @@ class HybridConfig:
     random_negatives: int = 6   # learning: other candidates
     learning_rate: float = 0.02
     warmup_pairs: int = 500
+    average_updates: int = 20_000  # horizon of the weight averaging, in learning events
     query_weight: float = 2.0   # a typed query outweighs the profile (both standardised)
     l2: float = 1e-5
     new_item_hours: float = 48.0
@@ -77,8 +82,8 @@ class Signals:
     """Every feature for every known item at one instant (arrays of the catalog's length)."""
 
     def __init__(self, catalog: ItemCatalog, trend: DecayedCounts,
-                 lang_trend: dict[str, DecayedCounts], cooc: CoCounts,
-                 ctx: UserContext, now: float, new_item_hours: float) -> None:
+                 lang_trend: dict[str, DecayedCounts], cooc: CoCounts, cooc_recent: CoCounts,
+                 transitions: Transitions, ctx: UserContext, now: float, new_item_hours: float) -> None:
         n = len(catalog)
         self.n = n
         vec = catalog.vec[:n]
@@ -94,6 +99,8 @@ class Signals:
         total, best = cooc.scores(rows, n, pos_w)
         last, _ = cooc.scores(rows[-3:], n, pos_w[-3:])
         self.f["cooc"], self.f["cooc_last"], self.f["cooc_max"] = _rel(total), _rel(last), best
+        self.f["cooc_recent"] = _rel(cooc_recent.scores(rows, n, pos_w, cosine=False)[0])
+        self.f["next"] = _rel(transitions.scores(rows[-3:], n))
         counts = trend.values(now, n)
         for j, h in enumerate(TREND_HALF_LIVES_H):
             self.f[f"trend_{int(h)}h"] = _rel(counts[:, j])
@@ -104,19 +111,17 @@ class Signals:
         for j, h in enumerate(LANG_HALF_LIVES_H):
             self.f[f"lang_trend_{int(h)}h"] = _rel(lang_counts[:, j])
         n_events = catalog.n_events[:n].astype(np.float32)
-        in_langs = np.zeros(n, np.float32)
-        if ctx.langs:
-            wanted = set(ctx.langs)
-            for r in range(n):
-                counts_r = catalog.lang_counts[r]
-                if counts_r:
-                    in_langs[r] = sum(v for k, v in counts_r.items() if k in wanted)
+        in_langs = catalog.events_in(ctx.langs, n)
         self.f["lang_frac"] = (in_langs + 0.5) / (n_events + 1.0)
         age_h = np.maximum(now - catalog.first_ts[:n], 0.0) / HOUR
         self.f["age"] = np.log1p(age_h)
         self.f["new"] = (age_h < new_item_hours).astype(np.float32)
         self.f["pop"] = np.log1p(n_events)
         self.f["pos_rate"] = (catalog.n_pos[:n] + 1.0) / (n_events + 2.0)
+        depth = min(len(rows), HISTORY_DEPTH) / HISTORY_DEPTH
+        for name, base in (("content_x_hist", "content"), ("cooc_x_hist", "cooc"),
+                           ("trend_x_hist", "trend_24h")):
+            self.f[name] = self.f[base] * depth
 
     def matrix(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), len(FEATURES)] float64."""
@@ -136,6 +141,9 @@ class PairwiseScorer:
 
     def __init__(self, config: HybridConfig) -> None:
         self.warmup_pairs = config.warmup_pairs
+        self.average_updates = config.average_updates
+        self.updates = 0
+        self.average = np.zeros(len(FEATURES))
         self.scaler = preprocessing.StandardScaler()
         self.model = linear_model.LogisticRegression(
             optimizer=optim.SGD(config.learning_rate), l2=config.l2, intercept_lr=0.0)
@@ -150,11 +158,19 @@ class PairwiseScorer:
             self.scaler.learn_one(x)
             self.model.learn_one(self.scaler.transform_one(x), sign)
             self.pairs += 1
+        # Averaged SGD: rank with a running mean of the weights, which smooths the noise of
+        # single-pair updates while still following drift (horizon: average_updates).
+        self.updates += 1
+        rate = 1.0 / min(self.updates, self.average_updates)
+        self.average += rate * (self._raw_weights() - self.average)
 
     def weights(self) -> np.ndarray:
-        """Effective weight per raw feature (scaling folded in); the prior while warming up."""
+        """Averaged weight per raw feature (scaling folded in); the prior while warming up."""
         if self.pairs < self.warmup_pairs:
             return np.asarray([PRIOR_WEIGHTS.get(name, 0.0) for name in FEATURES])
+        return self.average.copy()
+
+    def _raw_weights(self) -> np.ndarray:
         w = self.model.weights
         out = np.zeros(len(FEATURES))
         for j, name in enumerate(FEATURES):

@@ -10,7 +10,6 @@ user's profile stays under ~2 KB.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,8 +62,8 @@ def apply_event(profile: Mapping[str, Any] | None, *, user_id: str, event_id: st
     user's own review text; either may be None. The input is never mutated.
     """
     if already_applied(profile, event_id):
-        return copy.deepcopy(dict(profile))  # type: ignore[arg-type]
-    p = copy.deepcopy(dict(profile)) if profile else new_profile(user_id)
+        return _copy(profile)  # type: ignore[arg-type]
+    p = _copy(profile) if profile else new_profile(user_id)
     dt = ts - p["last_ts"] if p["last_ts"] is not None else 0.0
     if kind == "click":
         weight, p["n_click"] = config.click_weight, p["n_click"] + 1
@@ -94,6 +93,15 @@ def apply_event(profile: Mapping[str, Any] | None, *, user_id: str, event_id: st
     p["events"] = (p["events"] + [event_id])[-MAX_EVENT_IDS:]
     p["first_ts"] = ts if p["first_ts"] is None else min(p["first_ts"], ts)
     p["last_ts"] = ts if p["last_ts"] is None else max(p["last_ts"], ts)
+    return p
+
+
+def _copy(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy deep enough that updating it never touches the original (faster than deepcopy)."""
+    p = dict(profile)
+    p["read"], p["written"] = dict(p["read"]), dict(p["written"])
+    p["recent"] = [list(r) for r in p["recent"]]
+    p["events"] = list(p["events"])
     return p
 
 
