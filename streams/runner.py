@@ -10,6 +10,7 @@ The event loop only awaits futures and so stays free to consume, commit and serv
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -134,8 +135,12 @@ class EngineRunner:
         for job in jobs:
             start = time.perf_counter()
             try:
-                out.append(self.rec.recommend(job.user_id, job.profile, job.k, now=job.now,
-                                              query_vector=job.query_vector, lang=job.lang))
+                items = self.rec.recommend(job.user_id, job.profile, job.k, now=job.now,
+                                           query_vector=job.query_vector, lang=job.lang)
+                if not all(math.isfinite(item.score) for item in items):
+                    # JSON has no NaN: the message would break the topic's contract for every app
+                    raise ValueError(f"ranking of user {job.user_id!r} gave a non-finite score")
+                out.append(items)
             except Exception as exc:
                 out.append(exc)
             metrics.RANKING_SECONDS.observe(time.perf_counter() - start)
@@ -148,6 +153,16 @@ class EngineRunner:
     async def snapshot(self, path: Path) -> None:
         """Save the worker-side state (River models, counters) from the engine thread."""
         await self._run(self._engine, self.rec.snapshot, path)
+
+    async def store_answers(self) -> bool:
+        """Whether the vector store answers now (tells an outage from a bad item)."""
+        if self.store is None:
+            return True
+        try:
+            await self._run(self._engine, self.store.count)
+        except Exception:
+            return False
+        return True
 
     async def optimize_store(self) -> None:
         """Build the ANN index in its own thread: searches go on meanwhile."""
