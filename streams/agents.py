@@ -31,6 +31,7 @@ from faust.types.tuples import Message
 from ranking.engine import Profile, Recommended
 from streams import metrics, web
 from streams.app import changelog_name, declare_topics
+from streams.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Resume, save_resume
 from streams.coalesce import PendingRank, RankScheduler
 from streams.dlq import DeadLetterQueue, KeyMismatch, Reason
 from streams.runner import EngineRunner, FeedbackJob, RankJob
@@ -48,6 +49,7 @@ MAX_IMPRESSIONS = 200_000
 RERANK_AFTER_RECOVERY_S = 300.0         # users active this recently are re-ranked after a rebalance
 MAINTENANCE_INTERVAL_S = 10.0
 OPTIMIZE_INTERVAL_S = 30.0
+LAG_INTERVAL_S = 5.0
 
 Envelope = dict[str, Any]
 """Users-table value: `{"p": profile, "o": {"clicks:3": offset, ...}, "e": last event_id,
@@ -167,7 +169,7 @@ class Pipeline:
     """Wires the agents, tasks, timers and web pages of one worker onto a Faust app."""
 
     def __init__(self, app: faust.App, settings: Settings, runner: EngineRunner, *,
-                 snapshot_path: Path | None = None) -> None:
+                 snapshot_path: Path | None = None, resume: Resume | None = None) -> None:
         self.app = app
         self.settings = settings
         self.runner = runner
@@ -179,10 +181,12 @@ class Pipeline:
         self.latest = LatestRecommendations()
         self.impressions = ImpressionTracker(settings.feedback_window_s)
         self.requests: deque[tuple[RecommendationRequest, Message]] = deque()
-        self.event_time = 0.0      # newest event timestamp seen: the engine's "now" (replays too)
+        self.event_time = resume.event_time if resume else 0.0  # newest event time seen: the engine's "now"
         self._wake = asyncio.Event()
         self._upserts_since_optimize = 0
         self._kinds = {settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}
+        self.feed = CatalogFeed(settings, runner, resume.items if resume else {}, self.items_applied)
+        self._lag_monitor: Any = None
 
         self.items_agent = app.agent(self.topics.items, name="xlrec-items")(self.process_items)
         user_topics = app.topic(*(settings.topic(k) for k in ("clicks", "reviews", "requests")),
@@ -190,6 +194,8 @@ class Pipeline:
                                 value_serializer="raw")
         self.users_agent = app.agent(user_topics, name="xlrec-users")(self.process_user_events)
         app.task(self.ranking_loop)
+        app.task(self.feed.run)
+        app.timer(LAG_INTERVAL_S)(self.sample_lag)
         app.timer(max(1.0, settings.feedback_window_s / 10))(self.expire_impressions)
         app.timer(MAINTENANCE_INTERVAL_S)(self.maintenance)
         app.timer(OPTIMIZE_INTERVAL_S)(self.optimize_store)
@@ -226,32 +232,19 @@ class Pipeline:
             await self.handle_items(events)
 
     async def handle_items(self, events: Sequence[EventT]) -> None:
-        """Decode, keep the last version of each item in the batch, embed and upsert at once."""
-        latest: dict[str, tuple[ItemEvent, Message]] = {}
+        """Validate each item message once for the group and dead-letter poison; every
+        worker's `CatalogFeed` applies the valid ones to its own full catalog."""
         for ev in events:
             try:
-                item = decode("items", ev.message)
+                decode("items", ev.message)
             except Exception as exc:
                 await self.dlq.send(ev.message, exc)
-                continue
-            assert isinstance(item, ItemEvent)
-            latest.pop(item.item_id, None)
-            latest[item.item_id] = (item, ev.message)
         metrics.EVENTS_PROCESSED.labels(topic="items").inc(len(events))
-        if not latest:
-            return
-        batch = list(latest.values())
-        try:
-            await self.runner.upsert_items([item for item, _ in batch])
-        except Exception:
-            log.exception("item batch failed; retrying its %d items one by one", len(batch))
-            for item, message in batch:
-                try:
-                    await self.runner.upsert_items([item])
-                except Exception as exc:
-                    await self.dlq.send(message, exc)
-        self.event_time = max(self.event_time, max(item.ts for item, _ in batch))
-        self._upserts_since_optimize += len(batch)
+
+    def items_applied(self, items: list[ItemEvent]) -> None:
+        """The catalog feed applied these items."""
+        self.event_time = max(self.event_time, max(item.ts for item in items))
+        self._upserts_since_optimize += len(items)
 
     # ---- user events --------------------------------------------------------------------
     async def process_user_events(self, stream: faust.StreamT) -> None:
@@ -259,7 +252,10 @@ class Pipeline:
             await self.handle_user_events(events)
 
     async def handle_user_events(self, events: Sequence[EventT]) -> None:
-        """Clicks and reviews update profiles in order; requests queue an immediate ranking."""
+        """Clicks and reviews update profiles in order; requests queue an immediate ranking.
+        Waits until the catalog feed has read the items that existed at start, so profiles
+        never learn from items this worker does not know yet."""
+        await self.feed.ready.wait()
         fresh: list[tuple[ClickEvent | ReviewEvent, Message, str]] = []
         envelopes: dict[str, Envelope | None] = {}
         for ev in events:
@@ -280,6 +276,7 @@ class Pipeline:
             if already_applied(envelopes[event.user_id], message, kind):
                 # A replay after a crash: the table has it, but its ranking may have been lost.
                 self.scheduler.mark(event.user_id, event.event_id, time.time())
+                self.event_time = max(self.event_time, event.ts)
                 continue
             fresh.append((event, message, kind))
         if fresh:
@@ -295,8 +292,7 @@ class Pipeline:
                 await self.dlq.send(message, failed[event.event_id], Reason.ENCODER_ERROR)
         fresh = [f for f in fresh if f[0].event_id not in failed]
 
-        profiles = {uid: env["p"] for uid, env in envelopes.items() if env}
-        results = await self.runner.observe([e for e, _, _ in fresh], profiles, vectors)
+        results = await self._observe([e for e, _, _ in fresh], envelopes, vectors)
         touched: dict[str, int] = {}
         feedback: list[FeedbackJob] = []
         for (event, message, kind), result in zip(fresh, results):
@@ -317,6 +313,21 @@ class Pipeline:
         for user_id, partition in touched.items():
             self.users.put(user_id, envelopes[user_id], partition)  # type: ignore[arg-type]
         await self.runner.feedback(feedback)
+
+    async def _observe(self, events: list[ClickEvent | ReviewEvent], envelopes: dict[str, Envelope | None],
+                       vectors: dict[str, Any]) -> list[Any]:
+        """Apply the events; while the vector store does not answer, wait with backoff and
+        apply them again (from the same profiles), instead of dead-lettering a whole outage.
+        The batch is not acknowledged meanwhile, so the group's lag shows the stall."""
+        delay = BACKOFF_START_S
+        while True:
+            profiles = {uid: env["p"] for uid, env in envelopes.items() if env}
+            results = await self.runner.observe(events, profiles, vectors)
+            if not any(isinstance(r, Exception) for r in results) or await self.runner.store_answers():
+                return results
+            log.warning("vector store unavailable; retrying %d user events in %.1fs", len(events), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _embed_reviews(self, reviews: list[ReviewEvent]) -> tuple[dict[str, Any], dict[str, Exception]]:
         """One encoder batch; if it fails, find the culprits one by one so the rest go on."""
@@ -376,6 +387,10 @@ class Pipeline:
             if isinstance(result, Exception):
                 if message is not None:
                     await self.dlq.send(message, result, Reason.RANKING_ERROR)
+                elif pending is not None and not await self.runner.store_answers():
+                    # The store is away: rank this user again later rather than never.
+                    self.scheduler.mark(pending.user_id, pending.trigger_event_id, pending.oldest_produced_ts)
+                    await asyncio.sleep(BACKOFF_START_S)
                 else:
                     log.error("ranking user %s failed: %r", job.user_id, result)
                     metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc()
@@ -424,8 +439,28 @@ class Pipeline:
             await self.runner.optimize_store()
 
     async def snapshot(self) -> None:
+        """Engine state, then the catalog offsets it holds (taken first: at worst older)."""
         if self.snapshot_path is not None:
+            resume = Resume(dict(self.feed.applied), self.event_time)
             await self.runner.snapshot(self.snapshot_path)
+            save_resume(self.snapshot_path, resume)
+
+    async def sample_lag(self) -> None:
+        """Fill `xlrec_consumer_lag`: the group's lag from Kafka's admin API (blocking, so in a
+        thread) and the catalog feed's own."""
+        from streams.lag import LagMonitor
+
+        loop = asyncio.get_running_loop()
+        try:
+            if self._lag_monitor is None:
+                self._lag_monitor = await loop.run_in_executor(
+                    None, LagMonitor, self.settings, self.settings.group_id)
+            report = await loop.run_in_executor(None, self._lag_monitor.sample)
+            rows: list[Any] = list(report.rows)
+        except Exception as exc:  # no broker, or the group not there yet: the feed's lag still counts
+            log.debug("consumer lag not sampled: %s", exc)
+            rows = []
+        metrics.record_consumer_lag(rows + self.feed.lag(), time.time())
 
     async def on_rebalance_complete(self, sender: Any = None, **kwargs: Any) -> None:
         """After a restart or a rebalance, re-rank users whose last events may not have been

@@ -67,6 +67,20 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
         mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context)
 
 
+def aiokafka_security(settings: Settings) -> dict[str, Any]:
+    """The same security as `broker_credentials`, as keyword arguments of aiokafka's own
+    clients (the worker's catalog feed)."""
+    protocol = settings.security_protocol
+    conf: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        conf["ssl_context"] = ssl_context(settings)
+    if protocol.startswith("SASL"):
+        conf.update(sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+                    sasl_plain_username=settings.sasl_username or "",
+                    sasl_plain_password=settings.sasl_password.get_secret_value() if settings.sasl_password else "")
+    return conf
+
+
 @dataclass(frozen=True)
 class Topics:
     """The worker's Faust topics, all with raw bytes keys and values."""

@@ -58,6 +58,7 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     from ranking.qdrant_store import open_store
     from streams.agents import Pipeline
     from streams.app import build_app
+    from streams.catalog_feed import load_resume
     from streams.runner import EngineRunner
     from streams.topics import create_topics
 
@@ -68,13 +69,19 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     store = open_store(settings, encoder.dim)
     recommender = Recommender(store=store, encoder=encoder)
     snap = snapshot_path(settings.data_dir, settings.group_id)
+    resume = None
     if snap.exists():
         log.info("restoring engine state from %s", snap)
-        recommender.restore(snap)
+        try:
+            recommender.restore(snap)
+        except Exception as exc:
+            raise RuntimeError(f"cannot restore the engine snapshot {snap} ({type(exc).__name__}: {exc}); "
+                               "move it away to start from the users table and the topics alone") from None
+        resume = load_resume(snap)
     snap.parent.mkdir(parents=True, exist_ok=True)
     runner = EngineRunner(recommender, store)
     app = build_app(settings)
-    Pipeline(app, settings, runner, snapshot_path=snap)
+    Pipeline(app, settings, runner, snapshot_path=snap, resume=resume)
     return app, runner
 
 

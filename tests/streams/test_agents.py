@@ -87,6 +87,7 @@ def pipeline(engine: FakeEngine, tmp_path: Path) -> Iterator[Pipeline]:
     app = build_app(settings, web_enabled=False)
     runner = EngineRunner(engine)  # type: ignore[arg-type]
     pipe = Pipeline(app, settings, runner)
+    pipe.feed.ready.set()  # no catalog feed runs here (tests/streams/test_catalog_feed.py)
     app.finalize()
     with patch.object(pipe.topics.dlq, "send", new=AsyncMock()), \
             patch.object(pipe.topics.recommendations, "send", new=AsyncMock()), \
@@ -133,41 +134,18 @@ def review(event_id: str, user: str = "u1", item: str = "i1", text: str = "Sehr 
 
 # ---- items agent ------------------------------------------------------------------------
 
-async def test_items_are_upserted_and_poison_is_dead_lettered(pipeline: Pipeline, engine: FakeEngine,
-                                                              items_agent: Any) -> None:
+async def test_items_agent_dead_letters_poison_and_leaves_items_to_the_catalog_feed(
+        pipeline: Pipeline, engine: FakeEngine, items_agent: Any) -> None:
     await put(items_agent, "t.items", {"item_id": "g1", "title": "Kriegsspiel", "lang": "de", "ts": NOW}, "g1")
     await put(items_agent, "t.items", b"\xff\xfe not json", b"g2", partition=3, offset=41)
     await asyncio.sleep(0.2)
-    assert [i.item_id for i in engine.items] == ["g1"]
+    assert engine.items == []  # every worker's CatalogFeed applies items, not the group's agent
     (letter,) = sent(pipeline.topics.dlq.send)  # type: ignore[arg-type]
     assert letter["value"] == b"\xff\xfe not json" and letter["key"] == b"g2"
     headers = parse_headers(letter["headers"])
     assert headers["source-topic"] == "t.items" and headers["source-partition"] == "3"
     assert headers["source-offset"] == "41" and headers["reason"] == Reason.INVALID_JSON
     assert "JSON" in headers["error"]
-
-
-async def test_item_batch_keeps_the_last_version_of_each_item(pipeline: Pipeline, engine: FakeEngine) -> None:
-    events = [_event("t.items", {"item_id": "g1", "title": "old", "ts": NOW}, "g1", 0),
-              _event("t.items", {"item_id": "g2", "title": "other", "ts": NOW}, "g2", 1),
-              _event("t.items", {"item_id": "g1", "title": "new", "ts": NOW, "deleted": True}, "g1", 2)]
-    await pipeline.handle_items(events)
-    assert [(i.item_id, i.title, i.deleted) for i in engine.items] == [("g2", "other", False),
-                                                                       ("g1", "new", True)]
-
-
-async def test_a_failing_item_batch_is_retried_item_by_item(pipeline: Pipeline, engine: FakeEngine) -> None:
-    def upsert(events: list[ItemEvent], vectors: Any = None) -> None:
-        if any(e.item_id == "bad" for e in events):
-            raise RuntimeError("store refused")
-        engine.items.extend(events)
-
-    engine.upsert_items = upsert  # type: ignore[method-assign]
-    await pipeline.handle_items([_event("t.items", {"item_id": "ok", "title": "a", "ts": NOW}, "ok", 0),
-                                 _event("t.items", {"item_id": "bad", "title": "b", "ts": NOW}, "bad", 1)])
-    assert [i.item_id for i in engine.items] == ["ok"]
-    (letter,) = sent(pipeline.topics.dlq.send)  # type: ignore[arg-type]
-    assert parse_headers(letter["headers"])["reason"] == Reason.PROCESSING_ERROR
 
 
 # ---- users agent (profiles) -------------------------------------------------------------
