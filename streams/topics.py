@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import TOPIC_NAMES, Settings
@@ -19,10 +19,21 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
-    """Fail within `timeout_s` with a clear message when no broker answers."""
+    """Fail within `timeout_s` with a clear message when no broker answers, or when it
+    refuses the SASL credentials (named by user, never by password)."""
+    errors: list[KafkaError] = []
+    admin = AdminClient({**settings.kafka_config(), "socket.connection.setup.timeout.ms": 5000,
+                         "error_cb": errors.append})
     try:
-        admin_client(settings).list_topics(timeout=timeout_s)
+        admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        admin.poll(0.1)  # serves error_cb, which tells a refused login from a silent broker
+        refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if refused:
+            raise BrokerUnavailable(
+                f"Kafka at {settings.bootstrap} refused the credentials of user "
+                f"{settings.sasl_username!r} ({settings.sasl_mechanism}); check XLREC_SASL_USERNAME "
+                f"and XLREC_SASL_PASSWORD: {refused[0].str()}") from None
         raise BrokerUnavailable(
             f"no Kafka broker answers at {settings.bootstrap} within {timeout_s:.0f}s "
             f"(start one with `xlrec kafka start` or set XLREC_BOOTSTRAP): {exc.args[0].str()}"
