@@ -66,8 +66,6 @@ class ItemCatalog:
         self.titles: list[str | None] = []
         self.declared_lang: list[str | None] = []
         self.lang_counts: list[dict[str, int]] = []
-        self.lang_cols: dict[str, int] = {}               # language -> column of lang_mat
-        self.lang_mat = np.zeros((0, 0), np.float32)      # events per item and language
 
     def __len__(self) -> int:
         return len(self.index)
@@ -119,13 +117,6 @@ class ItemCatalog:
         if lang:
             counts = self.lang_counts[row]
             counts[lang] = counts.get(lang, 0) + 1
-            col = self.lang_cols.setdefault(lang, len(self.lang_cols))
-            if self.lang_mat.shape[0] <= row or self.lang_mat.shape[1] <= col:
-                mat = np.zeros((max(self.vec.shape[0], row + 1), max(len(self.lang_cols), 8)),
-                               np.float32)
-                mat[: self.lang_mat.shape[0], : self.lang_mat.shape[1]] = self.lang_mat
-                self.lang_mat = mat
-            self.lang_mat[row, col] += 1
         if review_vector is not None:
             self.review_sum[row] += review_vector
             self.n_reviews[row] += 1
@@ -133,15 +124,6 @@ class ItemCatalog:
 
     def _blend(self, row: int) -> None:
         self.vec[row] = unit(TITLE_WEIGHT * self.text_vec[row] + self.review_sum[row])
-
-    def events_in(self, langs: list[str], n: int) -> np.ndarray:
-        """Events per item (first n rows) written in any of `langs`."""
-        out = np.zeros(n, np.float32)
-        cols = [self.lang_cols[lang] for lang in langs if lang in self.lang_cols]
-        m = min(n, self.lang_mat.shape[0])
-        if cols and m:
-            out[:m] = self.lang_mat[:m, cols].sum(axis=1)
-        return out
 
     def main_lang(self, row: int) -> str | None:
         """The language most of the item's events so far were in, else its declared one."""

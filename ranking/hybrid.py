@@ -25,7 +25,9 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "content": ("content", "content_own", "content_text", "content_x_hist"),
     "cooc": ("cooc", "cooc_last", "cooc_max", "cooc_recent", "next", "cooc_x_hist"),
     "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H) + ("trend_log", "trend_x_hist"),
-    "lang": tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H) + ("lang_frac",),
+    # What the user's language community reviews now; deliberately no "share of the item's
+    # reviews in the user's language", which penalises every cross-lingual pick.
+    "lang": tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H),
     "new": ("age", "new"),
     "popular": ("pop", "pos_rate"),
 }
@@ -43,10 +45,10 @@ class HybridConfig:
     """Sizes and rates of the hybrid ranker: product choices, not fitted to any data set."""
 
     n_content: int = 100        # ANN candidates from the profile (and query) vector
-    n_cooc: int = 100           # co-occurring with the user's recent items
-    n_trend: int = 100          # trending overall (three horizons share this budget)
-    n_lang: int = 50            # trending in the user's languages
-    n_fresh: int = 30           # newest items
+    n_cooc: int = 200           # co-occurring with the user's recent items
+    n_trend: int = 300          # trending overall (three horizons share this budget)
+    n_lang: int = 100           # trending in the user's languages
+    n_fresh: int = 60           # newest items
     hard_negatives: int = 0     # learning: top-ranked items the user did not choose
     random_negatives: int = 6   # learning: other candidates
     learning_rate: float = 0.02
@@ -111,8 +113,6 @@ class Signals:
         for j, h in enumerate(LANG_HALF_LIVES_H):
             self.f[f"lang_trend_{int(h)}h"] = _rel(lang_counts[:, j])
         n_events = catalog.n_events[:n].astype(np.float32)
-        in_langs = catalog.events_in(ctx.langs, n)
-        self.f["lang_frac"] = (in_langs + 0.5) / (n_events + 1.0)
         age_h = np.maximum(now - catalog.first_ts[:n], 0.0) / HOUR
         self.f["age"] = np.log1p(age_h)
         self.f["new"] = (age_h < new_item_hours).astype(np.float32)
