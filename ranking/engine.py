@@ -153,7 +153,7 @@ class Recommender:
 
         The profile update itself is a pure function of (profile, event, vectors); besides
         it, the worker-side state learns: the ranker is trained on this event (the item the
-        user chose against items it would have ranked higher), the review is folded into its
+        user chose against other candidates), the review is folded into its
         item's vector, and trend and co-occurrence counters move. An event whose event_id is
         already in the profile changes nothing (returns the profile unchanged). An event on
         an unknown item makes the item known (title unknown until an ItemEvent names it).
@@ -399,20 +399,17 @@ class Recommender:
         return np.flatnonzero(chosen)
 
     def _learn_choice(self, user_id: str, profile: Profile | None, row: int, now: float) -> None:
-        """The user chose `row`: learn it against the best-ranked items not chosen and a few
-        other candidates, all with the features they had just before the event."""
+        """The user chose `row`: learn it against other candidates drawn at random, all with
+        the features they had just before the event. (Not against the items ranked highest:
+        those are often what the user reviews next, so they make poor negatives.)"""
         ctx = self._context(profile, None)
         signals = self._signals(user_id, profile, ctx, now, None)
         banned = set(profiles.history(profile)) | {self.catalog.index.ids[row]}
-        rows = self._candidates(signals, ctx, banned, None)
-        if rows.size == 0:
+        rows = self._candidates(signals, ctx, banned, None).tolist()
+        if not rows:
             return
-        scores = signals.matrix(rows) @ self.scorer.weights()
-        order = np.lexsort((rows, -scores))
-        hard = list(rows[order[: self.config.hard_negatives]])
-        rest = [int(r) for r in rows[order[self.config.hard_negatives:]]]
-        easy = self.rng.sample(rest, min(self.config.random_negatives, len(rest)))
-        x = signals.matrix(np.asarray([row, *hard, *easy], np.int64))
+        negatives = self.rng.sample(rows, min(self.config.negatives, len(rows)))
+        x = signals.matrix(np.asarray([row, *negatives], np.int64))
         self.scorer.learn(x[0], x[1:], self.rng)
 
     def _top_group(self, x: np.ndarray, mean_x: np.ndarray, weights: np.ndarray) -> str:

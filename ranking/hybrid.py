@@ -49,8 +49,7 @@ class HybridConfig:
     n_trend: int = 300          # trending overall (three horizons share this budget)
     n_lang: int = 100           # trending in the user's languages
     n_fresh: int = 60           # newest items
-    hard_negatives: int = 0     # learning: top-ranked items the user did not choose
-    random_negatives: int = 6   # learning: other candidates
+    negatives: int = 6          # learning: candidates the user did not choose, per event
     learning_rate: float = 0.02
     warmup_pairs: int = 500
     average_updates: int = 20_000  # horizon of the weight averaging, in learning events
