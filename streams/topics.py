@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import TOPIC_NAMES, Settings
 
 ADMIN_TIMEOUT_S = 10.0
+# The broker check's own librdkafka log: its retries would print a line every 300 ms when the
+# application logs at warning level; `check_broker` reports the outcome in one line instead.
+_CHECK_LOG = logging.getLogger("xlrec.kafka.check")
+_CHECK_LOG.addHandler(logging.NullHandler())
+_CHECK_LOG.propagate = False
 
 
 class BrokerUnavailable(RuntimeError):
@@ -23,7 +30,7 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
     refuses the SASL credentials (named by user, never by password)."""
     errors: list[KafkaError] = []
     admin = AdminClient({**settings.kafka_config(), "socket.connection.setup.timeout.ms": 5000,
-                         "error_cb": errors.append})
+                         "error_cb": errors.append, "logger": _CHECK_LOG})
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
