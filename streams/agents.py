@@ -185,6 +185,8 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._upserts_since_optimize = 0
         self._kinds = {settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}
+        self._user_topics = {settings.topic(k) for k in ("clicks", "reviews")}
+        self.owned: set[int] = set()  # user partitions this worker holds now
         self.feed = CatalogFeed(settings, runner, resume.items if resume else {}, self.items_applied)
         self._lag_monitor: Any = None
 
@@ -201,6 +203,8 @@ class Pipeline:
         app.timer(OPTIMIZE_INTERVAL_S)(self.optimize_store)
         app.timer(settings.snapshot_interval_s)(self.snapshot)
         app.on_rebalance_complete.connect(self.on_rebalance_complete)
+        app.on_partitions_revoked.connect(self.on_partitions_revoked)
+        app.on_partitions_assigned.connect(self.on_partitions_assigned)
         app.on_before_shutdown.connect(self.on_shutdown)
         web.register(app, self.latest.get)
 
@@ -222,6 +226,22 @@ class Pipeline:
     def profile_of(self, user_id: str) -> Profile | None:
         envelope = self.users.get(user_id)
         return envelope["p"] if envelope else None
+
+    def owns(self, user_id: str) -> bool:
+        """Whether this worker still holds the user's partition: after a rebalance the old
+        owner must not send a ranking that lands after the new owner's fresher one."""
+        envelope = self.users.get(user_id)
+        if not envelope or not envelope["o"]:
+            return True
+        partition = int(next(iter(envelope["o"])).rsplit(":", 1)[1])  # "reviews:3": the user's partition
+        return partition in self.owned
+
+    async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        """Faust signals a revocation before the group hands the partitions to anyone else."""
+        self.owned -= {tp.partition for tp in revoked if tp.topic in self._user_topics}
+
+    async def on_partitions_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        self.owned = {tp.partition for tp in assigned if tp.topic in self._user_topics}
 
     def wake(self) -> None:
         self._wake.set()
@@ -312,7 +332,18 @@ class Pipeline:
                     feedback.append(FeedbackJob(event.user_id, result, imp.shown, event.item_id, event.ts))
         for user_id, partition in touched.items():
             self.users.put(user_id, envelopes[user_id], partition)  # type: ignore[arg-type]
+        await self.changelog_handed_over()
         await self.runner.feedback(feedback)
+
+    async def changelog_handed_over(self) -> None:
+        """Wait until Faust's producer buffer has passed this batch's changelog writes to the
+        Kafka client, before the batch is acknowledged. Faust drains that buffer before it
+        commits source offsets, but gives up after 0.1 s when the loop is busy, so offsets
+        could be committed ahead of the changelog, and a crash then lost those updates. The
+        commit's own client flush waits for the broker's acks (acks=all)."""
+        buffer = self.app.producer.buffer
+        while buffer.size:
+            await buffer.flush()
 
     async def _observe(self, events: list[ClickEvent | ReviewEvent], envelopes: dict[str, Envelope | None],
                        vectors: dict[str, Any]) -> list[Any]:
@@ -395,6 +426,8 @@ class Pipeline:
                     log.error("ranking user %s failed: %r", job.user_id, result)
                     metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc()
                 continue
+            if pending is not None and not self.owns(job.user_id):
+                continue  # revoked meanwhile: the new owner ranks the user (on_rebalance_complete)
             produced = pending.oldest_produced_ts if pending else (message.timestamp or time.time())
             await self.emit(job.user_id, result, model_version, produced,
                             trigger_event_id=pending.trigger_event_id if pending else None,

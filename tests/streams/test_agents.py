@@ -89,6 +89,7 @@ def pipeline(engine: FakeEngine, tmp_path: Path) -> Iterator[Pipeline]:
     pipe = Pipeline(app, settings, runner)
     pipe.feed.ready.set()  # no catalog feed runs here (tests/streams/test_catalog_feed.py)
     app.finalize()
+    pipe.owned = set(range(settings.partitions))  # as after an assignment of every partition
     with patch.object(pipe.topics.dlq, "send", new=AsyncMock()), \
             patch.object(pipe.topics.recommendations, "send", new=AsyncMock()), \
             patch.object(pipe.users, "send_changelog", new=MagicMock()):

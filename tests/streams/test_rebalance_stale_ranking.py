@@ -1,0 +1,76 @@
+"""Regression: after a rebalance the old owner's ranking loop still sent rankings of users
+whose partition had moved, and one could land after the new owner's fresher ranking, leaving
+an app with a recommendation older than the user's last event (tests/faults/test_rebalance.py
+found 34 of 589 users so; checking the consumer's assignment still let 55 through, since it
+changes only when the new one arrives). A worker now stops sending coalesced rankings of a
+partition as soon as Faust signals its revocation, before anyone else can own it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest.mock import AsyncMock, MagicMock, patch
+
+import orjson
+import pytest
+from faust.types import TP
+from faust.types.tuples import Message
+
+from ranking.engine import Recommended
+from streams.agents import Pipeline
+from streams.app import build_app
+from streams.runner import EngineRunner
+from streams.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Engine:
+    model_version = "fake"
+    encoder = None
+
+    def observe(self, profile: Any, event: Any, *, review_vector: Any = None) -> dict[str, Any]:
+        return {"events": [event.event_id]}
+
+    def recommend(self, user_id: str, profile: Any, k: int, **kwargs: Any) -> list[Recommended]:
+        return [Recommended("a", 1.0, "new", "A", "en")]
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    settings = Settings(topic_prefix="t.", data_dir=tmp_path, rank_interval_s=0.0)
+    app = build_app(settings, web_enabled=False)
+    runner = EngineRunner(Engine())  # type: ignore[arg-type]
+    pipe = Pipeline(app, settings, runner)
+    pipe.feed.ready.set()
+    app.finalize()
+    with patch.object(pipe.topics.recommendations, "send", new=AsyncMock()), \
+            patch.object(pipe.users, "send_changelog", new=MagicMock()):
+        yield pipe
+    runner.close()
+
+
+def click(user: str, partition: int) -> Any:
+    value = orjson.dumps({"type": "click", "event_id": f"{user}-1", "user_id": user, "item_id": "i",
+                          "ts": time.time()})
+    event = MagicMock()
+    event.message = Message(topic="t.clicks", partition=partition, offset=0, timestamp=time.time(),
+                            timestamp_type=0, headers=[], key=user.encode(), value=value, checksum=b"")
+    return event
+
+
+async def test_rankings_of_revoked_partitions_are_not_sent(pipeline: Pipeline) -> None:
+    await pipeline.on_partitions_assigned(None, {TP(t, p) for t in ("t.clicks", "t.reviews") for p in (1, 2)})
+    await pipeline.handle_user_events([click("kept", 1), click("moved", 2)])
+    await pipeline.on_partitions_revoked(None, {TP("t.clicks", 2), TP("t.reviews", 2)})  # to another worker
+    await pipeline.rank(pipeline.scheduler.due(10), [])
+    sent = [orjson.loads(call.kwargs["value"])["user_id"]
+            for call in pipeline.topics.recommendations.send.await_args_list]  # type: ignore[attr-defined]
+    assert sent == ["kept"]
