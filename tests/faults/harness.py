@@ -1,0 +1,394 @@
+"""What every fault test needs: `xlrec worker` subprocesses it can SIGKILL, the Steam stream,
+the users table read back from its changelog topic, and the figures each test prints.
+
+The users table is compared with a reference run on what a user's own events decide (counts,
+order, languages, recent items, timestamps, the latest event ids): every event applied exactly
+once shows there. Vectors also depend on what the worker has learnt about items from *other*
+users' reviews, which moves with the interleaving of partitions, so they are compared by cosine.
+Sizes are CI sizes by default; `XLREC_FAULT_EVENTS=20000 XLREC_FAULT_POISON=10000` gives the
+issue's full sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+
+from ranking.profile import MAX_EVENT_IDS
+from ranking.vectors import decode_vector
+from streams.app import changelog_name
+from streams.producer import EventProducer
+from streams.schemas import ItemEvent, Recommendation, ReviewEvent
+from streams.settings import Settings
+from streams.steam import DEFAULT_STEAM_DIR, replay_events
+from streams.topics import admin_client
+
+STEAM_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
+POISON_MESSAGES = int(os.environ.get("XLREC_FAULT_POISON", "1000"))
+PARTITIONS = 6
+WORKER_START_S = 180.0
+# Fields of a profile that only the user's own events decide (ranking.profile.apply_event).
+OWN_FIELDS = ("n", "n_click", "n_pos", "n_neg", "first_ts", "last_ts", "read", "written",
+              "recent", "events")
+# Small token budget: these tests are about delivery, not ranking quality, and 2 cores must
+# encode every review of the replay several times over.
+WORKER_ENV = {"XLREC_ENCODER_MAX_TOKENS": "32", "XLREC_ENCODER_THREADS": "1", "XLREC_DEVICE": "cpu",
+              "XLREC_RANK_INTERVAL_S": "0.5", "XLREC_SNAPSHOT_INTERVAL_S": "5"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fault_settings(bootstrap: str, **kwargs: Any) -> Settings:
+    """A fresh deployment on the broker: its own topic prefix and consumer group."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(**{"bootstrap": bootstrap, "topic_prefix": f"f{tag}.", "group_id": f"fg{tag}",
+                       "partitions": PARTITIONS, **kwargs})
+
+
+class Worker:
+    """`xlrec worker` as a subprocess (own process group, data dir, web port and log)."""
+
+    def __init__(self, settings: Settings, data_dir: Path, name: str = "worker",
+                 env: dict[str, str] | None = None, loglevel: str = "warning") -> None:
+        self.settings = settings
+        self.loglevel = loglevel
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.log = data_dir.parent / f"{name}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("XLREC_")}
+        self.env.update(WORKER_ENV)
+        self.env.update({
+            "XLREC_BOOTSTRAP": settings.bootstrap, "XLREC_TOPIC_PREFIX": settings.topic_prefix,
+            "XLREC_GROUP_ID": settings.group_id, "XLREC_PARTITIONS": str(settings.partitions),
+            "XLREC_DATA_DIR": str(data_dir), "XLREC_WEB_PORT": str(self.port),
+            "XLREC_CACHE_DIR": str(os.environ.get("XLREC_CACHE_DIR", settings.cache_dir))})
+        for key, value in (("SECURITY_PROTOCOL", settings.security_protocol),
+                           ("SASL_MECHANISM", settings.sasl_mechanism),
+                           ("SASL_USERNAME", settings.sasl_username),
+                           ("SASL_PASSWORD", settings.sasl_password and settings.sasl_password.get_secret_value()),
+                           ("QDRANT_URL", settings.qdrant_url)):
+            if value:
+                self.env[f"XLREC_{key}"] = str(value)
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel],
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no snapshot, no flush, no commit."""
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        """SIGTERM (clean stop) and the exit code; SIGKILL after 30 s."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def rss_mb(self) -> float:
+        """Resident memory of the worker process now."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def wait_ready(self, timeout: float = WORKER_START_S) -> None:
+        """Until the web port answers (the app runs; partitions are assigned soon after)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.alive(), f"worker exited:\n{self.output()[-3000:]}"
+            try:
+                if http_get(self.port, "/users/nobody/recommendations")[0] == 404:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready within {timeout:.0f}s:\n{self.output()[-3000:]}")
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# ---- the Steam stream ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stream:
+    """The first `STEAM_EVENTS` Steam reviews and the items they name, in replay order."""
+
+    items: tuple[ItemEvent, ...]
+    reviews: tuple[ReviewEvent, ...]
+
+    def head(self, n: int) -> Stream:
+        """The first n reviews and the items they name."""
+        reviews = self.reviews[:n]
+        named = {r.item_id for r in reviews}
+        return Stream(tuple(i for i in self.items if i.item_id in named), reviews)
+
+    def expected(self) -> dict[str, list[str]]:
+        """user -> their event_ids in order."""
+        out: dict[str, list[str]] = defaultdict(list)
+        for review in self.reviews:
+            out[review.user_id].append(review.event_id)
+        return dict(out)
+
+
+@lru_cache(maxsize=1)
+def steam_stream(n: int = STEAM_EVENTS) -> Stream:
+    events = list(replay_events(DEFAULT_STEAM_DIR / "events-dev.tsv.gz", DEFAULT_STEAM_DIR / "games.tsv",
+                                limit=n))
+    items = tuple(e for e in events if isinstance(e, ItemEvent))
+    reviews = tuple(e for e in events if isinstance(e, ReviewEvent))
+    assert len(reviews) == n, f"the Steam data has only {len(reviews)} readable reviews"
+    return Stream(items, reviews)
+
+
+def produce(settings: Settings, events: Any) -> int:
+    """Send events with the SDK (acks=all, idempotent producer); returns how many."""
+    count = 0
+    with EventProducer(settings) as producer:
+        for event in events:
+            producer.send(event)
+            count += 1
+    return count
+
+
+# ---- offsets, topics, the users table ------------------------------------------------------
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    probe = Consumer({**settings.kafka_config(), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    try:
+        meta = probe.list_topics(topic, timeout=10).topics[topic]
+        return {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.partitions}
+    finally:
+        probe.close()
+
+
+def committed(settings: Settings, topic: str) -> dict[int, int]:
+    admin = admin_client(settings)  # keep it referenced: a collected client never completes its futures
+    result = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(settings.group_id)], request_timeout=10)[settings.group_id].result(15)
+    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.topic == topic}
+
+
+def progress(settings: Settings, topic: str) -> tuple[int, int]:
+    """(messages the group committed, messages in the topic)."""
+    ends = end_offsets(settings, topic)
+    done = committed(settings, topic)
+    return sum(max(done.get(p, 0), 0) for p in ends), sum(ends.values())
+
+
+def wait_consumed(settings: Settings, topics: list[str], timeout: float, workers: list[Worker] = ()) -> float:
+    """Until the group committed the end of every partition of `topics`; returns seconds waited."""
+    start = time.time()
+    ends = {t: end_offsets(settings, t) for t in topics}
+    while time.time() - start < timeout:
+        for w in workers:
+            assert w.alive(), f"worker exited:\n{w.output()[-3000:]}"
+        try:
+            if all(committed(settings, t).get(p, 0) >= end for t in topics for p, end in ends[t].items()):
+                return time.time() - start
+        except Exception:  # the coordinator may be moving (broker restart): ask again
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{topics} not consumed within {timeout:.0f}s: "
+                         f"{[progress(settings, t) for t in topics]}")
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every message of a topic, from the beginning to the end offsets seen now."""
+    ends = end_offsets(settings, topic)
+    if not any(ends.values()):
+        return []
+    consumer = Consumer({**settings.kafka_config(), "group.id": f"read-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "fetch.message.max.bytes": 20 * 1024 * 1024})
+    consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+    out: list[Any] = []
+    position = {p: 0 for p in ends}
+    deadline = time.time() + timeout
+    try:
+        while any(position[p] < end for p, end in ends.items()) and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            position[msg.partition()] = msg.offset() + 1
+            if msg.offset() < ends[msg.partition()]:
+                out.append(msg)
+    finally:
+        consumer.close()
+    assert all(position[p] >= end for p, end in ends.items()), f"{topic}: read {position} of {ends}"
+    return out
+
+
+def read_table(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The users table as its changelog says: the last value of every key."""
+    table: dict[str, dict[str, Any]] = {}
+    for msg in read_topic(settings, changelog_name(settings, "users")):
+        if msg.value() is None:
+            table.pop(msg.key().decode(), None)
+        else:
+            table[msg.key().decode()] = orjson.loads(msg.value())
+    return table
+
+
+def latest_recommendations(settings: Settings) -> dict[str, Recommendation]:
+    """The last recommendation sent for each user (per-partition order = send order)."""
+    latest: dict[str, Recommendation] = {}
+    for msg in read_topic(settings, settings.topic("recommendations")):
+        rec = Recommendation.model_validate_json(msg.value())
+        if rec.request_id is None:
+            latest[rec.user_id] = rec
+    return latest
+
+
+# ---- figures ---------------------------------------------------------------------------------
+@dataclass
+class Figures:
+    """What every fault test prints and checks."""
+
+    test: str
+    produced: int = 0
+    applied: int = 0
+    lost: int = 0
+    applied_twice: int = 0
+    dead_lettered: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def print(self) -> None:
+        extra = "".join(f" {k}={v}" for k, v in self.extra.items())
+        print(f"\nFIGURES {self.test}: produced={self.produced} applied={self.applied} lost={self.lost} "
+              f"applied_twice={self.applied_twice} dead_lettered={self.dead_lettered}{extra}", flush=True)
+
+
+def count_applied(table: dict[str, dict[str, Any]], expected: dict[str, list[str]], figures: Figures) -> list[str]:
+    """Fill applied/lost/twice from each profile's event count and latest ids; return problems."""
+    problems = []
+    for user, ids in expected.items():
+        profile = (table.get(user) or {}).get("p") or {}
+        n = int(profile.get("n", 0))
+        figures.applied += n
+        figures.lost += max(0, len(ids) - n)
+        figures.applied_twice += max(0, n - len(ids))
+        if profile.get("events") != ids[-MAX_EVENT_IDS:]:
+            problems.append(f"{user}: latest event ids {profile.get('events')} != {ids[-MAX_EVENT_IDS:]}")
+    unexpected = set(table) - set(expected)
+    problems += [f"unexpected user {u} in the table" for u in sorted(unexpected)[:5]]
+    return problems
+
+
+def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> tuple[list[str], float]:
+    """Differences in what the users' own events decide, and the lowest interest cosine."""
+    problems = []
+    if set(table) != set(reference):
+        problems.append(f"users differ: {len(set(table) ^ set(reference))} only on one side")
+    cosines = []
+    for user in set(table) & set(reference):
+        mine, ref = table[user]["p"], reference[user]["p"]
+        for name in OWN_FIELDS:
+            if mine.get(name) != ref.get(name):
+                problems.append(f"{user}.{name}: {mine.get(name)!r} != reference {ref.get(name)!r}")
+        for name in ("interest", "own"):
+            if (mine.get(name) is None) != (ref.get(name) is None):
+                problems.append(f"{user}.{name}: present on one side only")
+            elif mine.get(name) is not None:
+                cosines.append(float(decode_vector(mine[name]) @ decode_vector(ref[name])))
+    return problems, min(cosines, default=1.0)
+
+
+def dead_letters(settings: Settings) -> list[Any]:
+    return read_topic(settings, settings.topic("dlq"))
+
+
+def catalog_lag(worker: Worker) -> tuple[float, int | None]:
+    """(when the worker last sampled lag, its catalog feed's total lag or None if not reported)."""
+    _, body = http_get(worker.port, "/metrics")
+    updated, lag = 0.0, None
+    for line in body.decode().splitlines():
+        if line.startswith("xlrec_consumer_lag_last_update_timestamp_seconds "):
+            updated = float(line.split()[-1])
+        elif line.startswith("xlrec_consumer_lag{") and '.catalog"' in line:
+            lag = (lag or 0) + int(float(line.split()[-1]))
+    return updated, lag
+
+
+def wait_catalog(workers: list[Worker], since: float, timeout: float = 180.0) -> None:
+    """Until every worker's catalog feed reported no lag in a sample taken after `since`."""
+    deadline = time.time() + timeout
+    pending = list(workers)
+    while pending and time.time() < deadline:
+        for w in list(pending):
+            assert w.alive(), f"worker exited:\n{w.output()[-3000:]}"
+            updated, lag = catalog_lag(w)
+            if updated > since and lag == 0:
+                pending.remove(w)
+        time.sleep(0.5)
+    assert not pending, f"catalog feeds not caught up within {timeout:.0f}s"
+
+
+def feed_items(settings: Settings, stream: Stream, workers: list[Worker], timeout: float = 180.0) -> None:
+    """Produce every item and wait until the group validated them and every worker's catalog
+    holds them, so that reviews find their item in every run (vectors depend less on timing)."""
+    produce(settings, stream.items)
+    since = time.time()
+    wait_consumed(settings, [settings.topic("items")], timeout, workers)
+    wait_catalog(workers, since, timeout)
+
+
+def wait_recommended(settings: Settings, last_event: dict[str, str], timeout: float = 60.0) -> dict[str, Recommendation]:
+    """Until every user's latest recommendation reflects their last event; returns them."""
+    deadline = time.time() + timeout
+    while True:
+        latest = latest_recommendations(settings)
+        stale = [u for u, e in last_event.items() if u not in latest or latest[u].trigger_event_id != e]
+        if not stale or time.time() > deadline:
+            assert not stale, (f"{len(stale)} of {len(last_event)} users' latest recommendation does not "
+                               f"reflect their last event, e.g. {stale[:3]}")
+            return latest
+        time.sleep(1.0)

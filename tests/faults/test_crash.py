@@ -1,0 +1,60 @@
+"""Crash: SIGKILL the worker twice at random moments of a Steam replay and restart it; the users
+table then equals the uninterrupted reference run (every event applied exactly once), and each
+user's latest recommendation reflects their last event."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.topics import create_topics
+from tests.faults.conftest import Reference
+from tests.faults.harness import (Figures, Worker, compare_tables, count_applied, dead_letters,
+                                  fault_settings, feed_items, produce, progress, read_table,
+                                  steam_stream, wait_consumed, wait_recommended)
+
+pytestmark = pytest.mark.faults
+
+
+def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str, tmp_path: Path) -> None:
+    seed = int(os.environ.get("XLREC_FAULT_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    stream = steam_stream()
+    settings = fault_settings(kafka_bootstrap)
+    create_topics(settings)
+    worker = Worker(settings, tmp_path / "data").start()
+    try:
+        worker.wait_ready()
+        feed_items(settings, stream, [worker])
+        produce(settings, stream.reviews)
+        topic = settings.topic("reviews")
+        kills = []
+        for low, high in ((0.1, 0.45), (0.55, 0.9)):
+            target = rng.uniform(low, high)
+            deadline = time.time() + 300
+            while progress(settings, topic)[0] < target * len(stream.reviews) and time.time() < deadline:
+                assert worker.alive(), worker.output()[-3000:]
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0, 1.0))  # not always right after a commit
+            kills.append(progress(settings, topic)[0])
+            worker.kill()
+            worker.start()
+            worker.wait_ready()
+        wait_consumed(settings, [topic], 600, [worker])
+        last = {user: ids[-1] for user, ids in stream.expected().items()}
+        wait_recommended(settings, last)
+    finally:
+        worker.stop()
+    table = read_table(settings)
+    figures = Figures("crash", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
+                      extra={"seed": seed, "killed_at_committed": kills})
+    problems = count_applied(table, stream.expected(), figures)
+    diff, min_cos = compare_tables(table, reference.table)
+    figures.extra["min_interest_cosine"] = round(min_cos, 3)
+    figures.print()
+    assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
+    assert not diff, diff[:5]

@@ -1,0 +1,82 @@
+"""Rebalance: one worker, a second and a third join mid-stream, then one is SIGKILLed. Every
+partition is processed, the users table equals the reference run, and every user's latest
+recommendation reflects their last event. Each worker reads the whole catalog itself
+(streams.catalog_feed), so profiles learn item vectors whichever worker owns the user."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.producer import EventProducer
+from streams.topics import create_topics
+from tests.faults.conftest import Reference
+from tests.faults.harness import (Figures, Worker, compare_tables, count_applied, dead_letters,
+                                  fault_settings, feed_items, read_table, steam_stream, wait_consumed,
+                                  wait_recommended)
+
+pytestmark = pytest.mark.faults
+
+RATE = 30.0  # reviews per second: the stream outlasts two worker starts and a kill
+
+
+def test_workers_join_and_one_dies_mid_stream(reference: Reference, kafka_bootstrap: str, tmp_path: Path) -> None:
+    stream = steam_stream()
+    settings = fault_settings(kafka_bootstrap)
+    create_topics(settings)
+    workers = [Worker(settings, tmp_path / f"w{i}" / "data", name=f"worker{i}") for i in range(3)]
+    for w in workers:
+        w.data_dir.parent.mkdir(parents=True)
+    sent = [0]
+    errors: list[BaseException] = []
+
+    def replay() -> None:
+        try:
+            with EventProducer(settings) as producer:
+                for i, review in enumerate(stream.reviews):
+                    producer.send(review)
+                    sent[0] = i + 1
+                    if i % 10 == 9:
+                        producer.flush()
+                        time.sleep(10 / RATE)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    def when_sent(fraction: float) -> int:
+        while sent[0] < fraction * len(stream.reviews) and thread.is_alive():
+            time.sleep(0.05)
+        return sent[0]
+
+    moments = {}
+    try:
+        workers[0].start().wait_ready()
+        feed_items(settings, stream, workers[:1])
+        thread = threading.Thread(target=replay, daemon=True)
+        thread.start()
+        moments["second joins at"] = when_sent(0.1)
+        workers[1].start().wait_ready()
+        moments["third joins at"] = when_sent(0.3)
+        workers[2].start().wait_ready()
+        moments["second killed at"] = when_sent(0.6)
+        workers[1].kill()
+        thread.join(300)
+        assert not errors, errors
+        alive = [workers[0], workers[2]]
+        waited = wait_consumed(settings, [settings.topic("reviews")], 300, alive)
+        wait_recommended(settings, {user: ids[-1] for user, ids in stream.expected().items()})
+    finally:
+        for w in workers:
+            w.stop()
+    table = read_table(settings)
+    figures = Figures("rebalance", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
+                      extra={**{k.replace(" ", "_"): v for k, v in moments.items()},
+                             "caught_up_after_s": round(waited, 1)})
+    problems = count_applied(table, stream.expected(), figures)
+    diff, min_cos = compare_tables(table, reference.table)
+    figures.extra["min_interest_cosine"] = round(min_cos, 3)
+    figures.print()
+    assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
+    assert not diff, diff[:5]
