@@ -413,13 +413,17 @@ class Recommender:
         self.scorer.learn(x[0], x[1:], self.rng)
 
     def _top_group(self, x: np.ndarray, mean_x: np.ndarray, weights: np.ndarray) -> str:
+        """The signal group that lifted this item most above the average candidate. A
+        personal reason (content, co-occurrence) wins when it did at least half as much as
+        the strongest group: it tells the user more than "trending"."""
         contrib = weights * (x - mean_x)
-        best, best_value = "popular", 0.0
-        for group, names in FEATURE_GROUPS.items():
-            value = sum(contrib[FEATURES.index(n)] for n in names)
-            if value > best_value:
-                best, best_value = group, value
-        return best
+        values = {group: sum(contrib[FEATURES.index(n)] for n in names)
+                  for group, names in FEATURE_GROUPS.items()}
+        best = max(values, key=values.__getitem__)
+        if values[best] <= 0:
+            return "popular"
+        personal = max(("content", "cooc"), key=values.__getitem__)
+        return personal if values[personal] >= 0.5 * values[best] else best
 
     def _item(self, row: int, score: float, group: str, ctx: UserContext) -> Recommended:
         c = self.catalog

@@ -37,6 +37,7 @@ FEATURES: tuple[str, ...] = tuple(f for group in FEATURE_GROUPS.values() for f i
 HISTORY_DEPTH = 20
 # Until the learner has seen `warmup_pairs` pairs, rank with this neutral start: every main
 # signal counts the same. Not fitted to any data; the learnt weights replace it.
+VARIANCE_FLOOR = 1e-2   # features are O(1) (shares of the top item, cosines, logs)
 PRIOR_WEIGHTS = {"content": 1.0, "cooc": 1.0, "trend_24h": 1.0, "lang_trend_168h": 1.0}
 
 
@@ -136,7 +137,9 @@ def _rel(values: np.ndarray) -> np.ndarray:
 
 class PairwiseScorer:
     """RankNet-style: River's logistic regression on feature differences (chosen minus
-    not chosen), behind River's online standard scaler. Scoring is one mat-vec."""
+    not chosen), on features divided by their online standard deviation (River's running
+    statistics) with a floor, so that a feature that barely varied so far cannot get an
+    unbounded weight when it suddenly does. Scoring is one mat-vec."""
 
     def __init__(self, config: HybridConfig) -> None:
         self.warmup_pairs = config.warmup_pairs
@@ -155,7 +158,8 @@ class PairwiseScorer:
             diff = (x_pos - x_neg) if sign else (x_neg - x_pos)
             x = dict(zip(FEATURES, diff.tolist()))
             self.scaler.learn_one(x)
-            self.model.learn_one(self.scaler.transform_one(x), sign)
+            scale = self._scales()
+            self.model.learn_one({k: v / scale[j] for j, (k, v) in enumerate(x.items())}, sign)
             self.pairs += 1
         # Averaged SGD: rank with a running mean of the weights, which smooths the noise of
         # single-pair updates while still following drift (horizon: average_updates).
@@ -169,16 +173,12 @@ class PairwiseScorer:
             return np.asarray([PRIOR_WEIGHTS.get(name, 0.0) for name in FEATURES])
         return self.average.copy()
 
+    def _scales(self) -> list[float]:
+        return [math.sqrt(self.scaler.vars.get(name, 0.0) + VARIANCE_FLOOR) for name in FEATURES]
+
     def _raw_weights(self) -> np.ndarray:
         w = self.model.weights
-        out = np.zeros(len(FEATURES))
-        for j, name in enumerate(FEATURES):
-            var = self.scaler.vars.get(name, 0.0)
-            out[j] = w.get(name, 0.0) / math.sqrt(var) if var > 0 else 0.0
-        return out
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.weights()
+        return np.asarray([w.get(name, 0.0) for name in FEATURES]) / np.asarray(self._scales())
 
 
 def mmr(rows: np.ndarray, scores: np.ndarray, vecs: np.ndarray, k: int, lam: float) -> list[int]:
