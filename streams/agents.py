@@ -177,7 +177,7 @@ class Pipeline:
         self.topics = declare_topics(app, settings)
         self.dlq = DeadLetterQueue(self.topics.dlq)
         self.users: UsersTable = self._users_table()
-        self.scheduler = RankScheduler(settings.rank_interval_s)
+        self.scheduler = RankScheduler(settings.rank_interval_s, enabled=settings.ranking_enabled)
         self.latest = LatestRecommendations()
         self.impressions = ImpressionTracker(settings.feedback_window_s)
         self.requests: deque[tuple[RecommendationRequest, Message]] = deque()
@@ -206,7 +206,7 @@ class Pipeline:
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
         app.on_partitions_assigned.connect(self.on_partitions_assigned)
         app.on_before_shutdown.connect(self.on_shutdown)
-        web.register(app, self.latest.get)
+        web.register(app, self.latest.get, self.runner.searchable_item)
 
     def _users_table(self) -> UsersTable:
         s = self.settings
@@ -332,6 +332,7 @@ class Pipeline:
                     feedback.append(FeedbackJob(event.user_id, result, imp.shown, event.item_id, event.ts))
         for user_id, partition in touched.items():
             self.users.put(user_id, envelopes[user_id], partition)  # type: ignore[arg-type]
+        metrics.PROFILE_UPDATES.inc(len(fresh) - sum(isinstance(r, Exception) for r in results))
         await self.changelog_handed_over()
         await self.runner.feedback(feedback)
 

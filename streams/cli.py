@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from streams import bench_pipeline
 from streams import broker_cli
 from streams import lag_cli
 from streams import sdk_cli
@@ -23,6 +24,7 @@ app.command("dashboard")(lag_cli.dashboard)
 app.add_typer(bench_app, name="bench")
 app.add_typer(encoder_cli.app, name="encoder")
 bench_app.command("encoder")(encoder_cli.bench_encoder)
+bench_app.command("pipeline")(bench_pipeline.bench_pipeline)
 app.add_typer(broker_cli.app, name="kafka")
 app.command("evaluate")(eval_cli.evaluate)
 

@@ -24,8 +24,10 @@ class PendingRank:
 class RankScheduler:
     """Tracks users that need a ranking and says which are due now."""
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic, *,
+                 enabled: bool = True) -> None:
         self.interval_s = interval_s
+        self.enabled = enabled  # off: profile changes queue no ranking (XLREC_RANKING_ENABLED)
         self.clock = clock
         self._pending: dict[str, PendingRank] = {}
         self._last: dict[str, float] = {}
@@ -35,6 +37,8 @@ class RankScheduler:
 
     def mark(self, user_id: str, event_id: str | None, produced_ts: float) -> None:
         """The user's profile changed because of this event."""
+        if not self.enabled:
+            return
         pending = self._pending.get(user_id)
         if pending is None:
             self._pending[user_id] = PendingRank(user_id, event_id, produced_ts)

@@ -39,6 +39,8 @@ DEAD_LETTERS = Counter(
     "xlrec_dead_letters", "Events sent to the dead-letter topic, per reason "
     "(e.g. invalid_json, schema, encoder_error, ranking_error).",
     ["reason"], registry=REGISTRY)
+PROFILE_UPDATES = Counter(
+    "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
 ENCODER_BATCH_SECONDS = Histogram(
     "xlrec_encoder_batch_seconds", "Wall time of one encoder batch (tokenise + inference).",
     buckets=ENCODER_BUCKETS, registry=REGISTRY)

@@ -149,6 +149,16 @@ class EngineRunner:
     async def model_version(self) -> str:
         return await self._run(self._engine, lambda: self.rec.model_version)
 
+    async def searchable_item(self, item_id: str) -> dict[str, Any] | None:
+        """The payload of an item when the vector store can find it (HTTP `/items/{id}`);
+        on the default executor, since a Qdrant server answers over the network."""
+        if self.store is None:
+            return None
+        store = self.store
+        found = await asyncio.get_running_loop().run_in_executor(None, store.get, [item_id])
+        point = found.get(item_id)
+        return None if point is None else point.payload
+
     # ---- maintenance --------------------------------------------------------------------
     async def snapshot(self, path: Path) -> None:
         """Save the worker-side state (River models, counters) from the engine thread."""

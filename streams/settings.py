@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description="Worker HTTP port: /metrics and the recommendations API")
     top_k: int = Field(10, ge=1, le=100)
     rank_interval_s: float = Field(1.0, ge=0.0, description="At most one ranking per user per interval")
+    ranking_enabled: bool = Field(True, description="Rank users after their profiles change; off, "
+                                  "profiles still update and requests are still answered")
     feedback_window_s: float = Field(600.0, gt=0.0, description="Recommended items not clicked "
                                      "within this many seconds are negatives for the ranker")
     snapshot_interval_s: float = Field(60.0, gt=0.0, description="How often the worker snapshots "

@@ -1,6 +1,8 @@
 """HTTP on the worker's web port (Faust's built-in aiohttp server):
 `GET /users/{user_id}/recommendations` (the latest recommendation sent for the user, exactly
-the JSON written to the topic; 404 when this worker has none) and `GET /metrics`.
+the JSON written to the topic; 404 when this worker has none), `GET /items/{item_id}` (the
+item's payload once it is searchable in this worker's vector store, else 404: how an app,
+or `xlrec bench pipeline`, learns that a new item can be recommended) and `GET /metrics`.
 
 The latest recommendations are kept by the worker that owns the user's partition; with
 several workers, ask the one that owns it (or consume the `recommendations` topic).
@@ -8,7 +10,8 @@ several workers, ask the one that owns it (or consume the `recommendations` topi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
@@ -16,10 +19,13 @@ from faust.web import Request, Response, View
 from streams import metrics
 
 RECOMMENDATIONS_PATH = "/users/{user_id}/recommendations"
+ITEM_PATH = "/items/{item_id}"
 
 
-def register(app: faust.App, latest: Callable[[str], bytes | None]) -> None:
-    """Add the pages to `app`; `latest(user_id)` returns the JSON bytes last sent, or None."""
+def register(app: faust.App, latest: Callable[[str], bytes | None],
+             item: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None) -> None:
+    """Add the pages to `app`; `latest(user_id)` returns the JSON bytes last sent, or None;
+    `item(item_id)` the searchable item's payload, or None."""
 
     @app.page(RECOMMENDATIONS_PATH, name="user_recommendations")
     async def user_recommendations(web: View, request: Request, user_id: str) -> Response:
@@ -29,6 +35,16 @@ def register(app: faust.App, latest: Callable[[str], bytes | None]) -> None:
                              "detail": f"no recommendation for user {user_id[:128]!r} on this worker"},
                             status=404)
         return web.bytes(body, content_type="application/json")
+
+    if item is not None:
+        @app.page(ITEM_PATH, name="item")
+        async def searchable_item(web: View, request: Request, item_id: str) -> Response:
+            payload = await item(item_id)
+            if payload is None:
+                return web.json({"error": "not_found",
+                                 "detail": f"item {item_id[:128]!r} is not searchable on this worker"},
+                                status=404)
+            return web.json(payload)
 
     @app.page("/metrics", name="metrics")
     async def prometheus(web: View, request: Request) -> Response:

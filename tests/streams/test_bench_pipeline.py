@@ -1,0 +1,50 @@
+"""`xlrec bench pipeline` at a tiny size against the session's broker: every phase runs and
+the JSON has the issue's keys with positive numbers. Also the freshness bookkeeping alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from streams.bench_pipeline import freshness, percentiles
+from streams.cli import app
+from streams.steam import DEFAULT_STEAM_DIR
+
+
+def test_freshness_counts_each_event_once_from_the_first_recommendation_reflecting_it() -> None:
+    sent = [("u", "e1", 10.0), ("u", "e2", 10.5), ("v", "f1", 11.0), ("u", "e3", 12.0)]
+    recs = [("u", "e2", 11.0), ("u", "e1", 11.2),   # e1 re-ranked later: already covered
+            ("v", "f1", 11.1), ("u", "e3", 12.05)]
+    latencies, missing = freshness(sent, recs)
+    assert sorted(round(x) for x in latencies) == [50, 100, 500, 1000]
+    assert missing == 0
+    assert freshness(sent, [])[1] == 4
+
+
+def test_percentiles_nearest_rank() -> None:
+    p = percentiles([float(i) for i in range(1, 101)])
+    assert (p["p50"], p["p95"], p["p99"], p["max"], p["n"]) == (50.0, 95.0, 99.0, 100.0, 100)
+    assert percentiles([])["n"] == 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not (DEFAULT_STEAM_DIR / "events-dev.tsv.gz").exists(), reason="no Steam data")
+def test_bench_pipeline_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "pipeline", "--events", "200", "--rates", "20",
+                                      "--rate-seconds", "3", "--partitions", "2",
+                                      "--bootstrap", kafka_bootstrap, "--phase-timeout", "120",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    for key in ("limit_events_per_s", "profile_updates_per_s", "recommendations_per_s",
+                "ratio_vs_limit", "rss_mb", "bytes_per_user"):
+        assert doc[key] > 0, key
+    assert doc["details"]["ranking_off"]["completed"] and doc["details"]["ranking_on"]["completed"]
+    assert set(doc["freshness_ms"]["20"]) == {"p50", "p95", "p99"}
+    assert doc["freshness_ms"]["20"]["p99"] > 0
+    assert doc["item_searchable_ms"]["n"] >= 1 and doc["item_searchable_ms"]["p99"] > 0
+    assert doc["machine"]["cpus"] >= 1 and doc["machine"]["partitions"] == 2
