@@ -41,7 +41,7 @@ import typer
 WORKER_START_S = 300.0   # a first start on a machine may export the encoder
 POLL_S = 0.2
 ITEM_EVERY_S = 1.0       # one new item per second during each fixed-rate phase
-ITEM_TIMEOUT_S = 10.0
+ITEM_TIMEOUT_S = 30.0    # an item not found by then counts as not searchable
 SETTLE_S = 3.0           # after a phase: the last coalesced rankings (rank interval + margin)
 
 
@@ -306,9 +306,10 @@ def freshness(sent: list[tuple[str, str, float]], recs: list[tuple[str, str | No
 
 
 class ItemProbe(threading.Thread):
-    """Polls `GET /items/{id}` on every worker until one finds the item: produce-to-searchable."""
+    """Polls `GET /items/{id}` on every worker until one finds the item: produce-to-searchable
+    in ms, or None when no worker found it within ITEM_TIMEOUT_S."""
 
-    def __init__(self, ports: list[int], item_id: str, produced: float, out: list[float]) -> None:
+    def __init__(self, ports: list[int], item_id: str, produced: float, out: list[float | None]) -> None:
         super().__init__(daemon=True)
         self.ports, self.item_id, self.produced, self.out = ports, item_id, produced, out
 
@@ -323,6 +324,7 @@ class ItemProbe(threading.Thread):
                 except (urllib.error.HTTPError, OSError):
                     pass
             time.sleep(0.01)
+        self.out.append(None)
 
 
 def new_item(item_id: str, i: int) -> bytes:
@@ -334,7 +336,7 @@ def new_item(item_id: str, i: int) -> bytes:
 
 
 def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], rate: float,
-               seconds: float, searchable: list[float], label: str) -> dict[str, Any]:
+               seconds: float, searchable: list[float | None], label: str) -> dict[str, Any]:
     """Produce at `rate` events/s for `seconds`, one new item per second, then wait for the
     workers to apply everything; freshness of every user event and item."""
     from streams.producer import EventProducer
@@ -346,11 +348,13 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
     target = total(workers, "xlrec_profile_updates_total")
     start = time.time()
     next_item = start
+    count = 0
     with EventProducer(settings, check=False) as producer:
         for i, m in enumerate(messages):
             due = start + i / rate
             if due - start >= seconds:
                 break
+            count += 1
             if (pause := due - time.time()) > 0:
                 time.sleep(pause)
             if time.time() >= next_item:
@@ -365,6 +369,7 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
                 sent.append((*m.user_event, time.time()))
                 target += 1
             producer.send_raw(settings.topic(m.kind), m.key, m.value)
+    produce_s = time.time() - start
     applied = measure_rate(workers, "xlrec_profile_updates_total", target, timeout_s=120.0)
     time.sleep(SETTLE_S)
     for probe in probes:
@@ -373,7 +378,7 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
     recs.join(10)
     latencies, missing = freshness(sent, recs.snapshot())
     return {**percentiles(latencies), "events": len(sent), "without_recommendation": missing,
-            "achieved_rate": round(len(sent) / max(time.time() - start - SETTLE_S, 1e-9), 1),
+            "achieved_rate": round(count / max(produce_s, 1e-9), 1),
             "all_applied": bool(applied.get("completed"))}
 
 
@@ -481,14 +486,15 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
                           tail="xlrec_recommendations_total")
         result["ranking_on"] = on
         stream = iter(live)
-        searchable: list[float] = []
+        searchable: list[float | None] = []
         result["freshness"] = {}
         if on["completed"]:
             time.sleep(SETTLE_S)
             for rate in rates:
                 result["freshness"][f"{rate:g}"] = fixed_rate(settings, running, stream, rate, rate_seconds,
                                                               searchable, f"r{rate:g}")
-        result["item_searchable"] = percentiles(searchable)
+        result["item_searchable"] = {**percentiles([s for s in searchable if s is not None]),
+                                     "not_searchable": sum(s is None for s in searchable)}
         rss += [w.peak_rss_mb() for w in running]
         result["rss_mb_per_worker"] = rss
         result["table"] = bytes_per_user(settings, on_group)
@@ -539,7 +545,8 @@ def print_table(doc: dict[str, Any]) -> None:
         t.add_row(f"freshness at {rate} events/s p50/p95/p99",
                   f"{f['p50']} / {f['p95']} / {f['p99']} ms ({f['without_recommendation']} of {f['events']} none)")
     s = doc["item_searchable_ms"]
-    t.add_row("new item searchable p50/p99", f"{s['p50']} / {s['p99']} ms (n={s['n']})")
+    t.add_row("new item searchable p50/p99", f"{s['p50']} / {s['p99']} ms (n={s['n']}, "
+              f"{s['not_searchable']} not within {ITEM_TIMEOUT_S:.0f} s)")
     t.add_row("worker peak RSS", f"{doc['rss_mb']:,.0f} MB")
     t.add_row("users table per user", f"{doc['bytes_per_user']:,.0f} bytes ({d['table']['users']} users)")
     Console().print(t)
