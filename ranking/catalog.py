@@ -118,9 +118,13 @@ class ItemCatalog:
             counts = self.lang_counts[row]
             counts[lang] = counts.get(lang, 0) + 1
         if review_vector is not None:
-            self.review_sum[row] += review_vector
-            self.n_reviews[row] += 1
-            self._blend(row)
+            self.add_review(row, review_vector)
+
+    def add_review(self, row: int, review_vector: np.ndarray) -> None:
+        """Fold one (neutral) review vector into the item's vector."""
+        self.review_sum[row] += review_vector
+        self.n_reviews[row] += 1
+        self._blend(row)
 
     def _blend(self, row: int) -> None:
         self.vec[row] = unit(TITLE_WEIGHT * self.text_vec[row] + self.review_sum[row])

@@ -148,7 +148,7 @@ class Recommender:
         return {e.event_id: vecs[i] for i, e in enumerate(todo)}
 
     def observe(self, profile: Profile | None, event: UserEvent, *,
-                review_vector: np.ndarray | None = None) -> Profile:
+                review_vector: np.ndarray | None = None, text_later: bool = False) -> Profile:
         """Learn from one click or review and return the user's updated profile.
 
         The profile update itself is a pure function of (profile, event, vectors); besides
@@ -157,12 +157,14 @@ class Recommender:
         item's vector, and trend and co-occurrence counters move. An event whose event_id is
         already in the profile changes nothing (returns the profile unchanged). An event on
         an unknown item makes the item known (title unknown until an ItemEvent names it).
+        With `text_later`, a review without `review_vector` is applied without its text, which
+        the caller folds in with `add_review_text` once embedded.
         """
         if profiles.already_applied(profile, event.event_id):
             return dict(profile)  # type: ignore[arg-type]
         is_review = isinstance(event, ReviewEvent)
         positive = event.positive if is_review else True
-        if is_review and review_vector is None and event.text.strip():
+        if is_review and review_vector is None and event.text.strip() and not text_later:
             review_vector = self.embed_reviews([event]).get(event.event_id)
         row = self.catalog.index.row(event.item_id)
         if row is not None and self.catalog.active[row]:
@@ -193,6 +195,24 @@ class Recommender:
         self._push(row)
         self._changed()
         return new
+
+    def add_review_text(self, profile: Profile | None, event: ReviewEvent,
+                        review_vector: np.ndarray) -> Profile | None:
+        """Fold a review's text vector in after `observe(..., text_later=True)` applied the
+        review: into its item's vector and the user's own-text vector. The worker embeds
+        review texts in a lane of their own so that a profile update never waits for the
+        encoder. Returns the updated profile (None when the caller has none)."""
+        raw = np.asarray(review_vector, np.float32)
+        self.centering.learn(raw, event.lang)
+        neutral = self.centering.neutral(raw, event.lang)
+        row = self.catalog.index.row(event.item_id)
+        if row is not None:
+            self.catalog.add_review(row, neutral)
+            self._push(row)
+        self._changed()
+        if profile is None:
+            return None
+        return profiles.add_review_vector(profile, neutral, event.ts, self.profile_config)
 
     # ---- ranking (ranking agent, requests) ----------------------------------------------
     def recommend(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,

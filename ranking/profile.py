@@ -105,6 +105,28 @@ def _copy(profile: Mapping[str, Any]) -> dict[str, Any]:
     return p
 
 
+def add_review_vector(profile: Mapping[str, Any], review_vector: np.ndarray, ts: float,
+                      config: ProfileConfig = ProfileConfig()) -> dict[str, Any]:
+    """Pure: fold the vector of a review written at `ts` into the user's own-text vector after
+    `apply_event` applied the review without it (the worker's encoder got to the text later).
+
+    The own-text vector is a sum of texts that halve in weight every half-life; `own_ts` is
+    the time the stored sum refers to, so a text folded in late weighs what it would have
+    with the event, and texts folded in order decay as in `apply_event`. The input is never
+    mutated.
+    """
+    p = dict(profile)
+    ref = p.get("own_ts") or p["last_ts"] or ts
+    half = config.half_life_s
+    new = np.asarray(review_vector, np.float32) * 0.5 ** (max(ref - ts, 0.0) / half)
+    old = _decayed(p["own"], p["own_w"], ts - ref, half)
+    vec = new if old is None else old + new
+    p["own_w"] = float(np.linalg.norm(vec))
+    p["own"] = encode_vector(unit(vec)) if p["own_w"] > 0 else None
+    p["own_ts"] = max(ref, ts)
+    return p
+
+
 def main_language(profile: Mapping[str, Any] | None) -> str | None:
     """The user's most frequent language so far (reviews and clicks), ties to the first seen."""
     if not profile:

@@ -29,6 +29,7 @@ from faust.types import EventT
 from faust.types.tuples import Message
 
 from ranking.engine import Profile, Recommended
+from ranking.profile import already_applied as profile_has
 from streams import metrics, web
 from streams.app import changelog_name, declare_topics
 from streams.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Resume, save_resume
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 ITEM_BATCH, ITEM_WITHIN_S = 64, 0.05    # a new item is searchable well within 1 s
 USER_BATCH, USER_WITHIN_S = 256, 0.01   # big batches under load, ~no wait when idle
 RANK_BATCH = 32
+REVIEW_TEXT_BATCH = 64                  # review texts per encoder call (cache-sized on CPU)
+MAX_REVIEW_TEXT_BACKLOG = 20_000        # past it, the oldest waiting texts are never embedded
 MAX_LATEST = 200_000                    # latest recommendations kept for the HTTP API
 MAX_IMPRESSIONS = 200_000
 RERANK_AFTER_RECOVERY_S = 300.0         # users active this recently are re-ranked after a rebalance
@@ -181,6 +184,10 @@ class Pipeline:
         self.latest = LatestRecommendations()
         self.impressions = ImpressionTracker(settings.feedback_window_s)
         self.requests: deque[tuple[RecommendationRequest, Message]] = deque()
+        self.review_texts: deque[tuple[ReviewEvent, Message]] = deque()
+        self._texts_waiting = asyncio.Event()
+        self._revoked: set[tuple[str, int]] = set()   # during the review-text batch in flight
+        self._profiles = asyncio.Lock()   # one read-modify-write of the users table at a time
         self.event_time = resume.event_time if resume else 0.0  # newest event time seen: the engine's "now"
         self._wake = asyncio.Event()
         self._upserts_since_optimize = 0
@@ -198,6 +205,7 @@ class Pipeline:
         app.task(self.ranking_loop)
         app.task(self.feed.run)
         app.timer(LAG_INTERVAL_S)(self.sample_lag)
+        app.task(self.review_text_lane)
         app.timer(max(1.0, settings.feedback_window_s / 10))(self.expire_impressions)
         app.timer(MAINTENANCE_INTERVAL_S)(self.maintenance)
         app.timer(OPTIMIZE_INTERVAL_S)(self.optimize_store)
@@ -237,8 +245,16 @@ class Pipeline:
         return partition in self.owned
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        """Faust signals a revocation before the group hands the partitions to anyone else."""
+        """Faust signals a revocation before the group hands the partitions to anyone else.
+        Waiting review texts of those users are not folded in here: a late write to their
+        changelog would overwrite what the new owner wrote."""
         self.owned -= {tp.partition for tp in revoked if tp.topic in self._user_topics}
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self._revoked |= gone
+        keep = deque((e, m) for e, m in self.review_texts if (m.topic, m.partition) not in gone)
+        metrics.REVIEW_TEXTS_SKIPPED.inc(len(self.review_texts) - len(keep))
+        self.review_texts = keep
+        metrics.REVIEW_TEXT_BACKLOG.set(len(keep))
 
     async def on_partitions_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         self.owned = {tp.partition for tp in assigned if tp.topic in self._user_topics}
@@ -269,7 +285,8 @@ class Pipeline:
     # ---- user events --------------------------------------------------------------------
     async def process_user_events(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(USER_BATCH, within=USER_WITHIN_S):
-            await self.handle_user_events(events)
+            async with self._profiles:
+                await self.handle_user_events(events)
 
     async def handle_user_events(self, events: Sequence[EventT]) -> None:
         """Clicks and reviews update profiles in order; requests queue an immediate ranking.
@@ -305,21 +322,18 @@ class Pipeline:
 
     async def _apply(self, fresh: list[tuple[ClickEvent | ReviewEvent, Message, str]],
                      envelopes: dict[str, Envelope | None]) -> None:
-        reviews = [e for e, _, _ in fresh if isinstance(e, ReviewEvent) and e.text]
-        vectors, failed = await self._embed_reviews(reviews)
-        for event, message, _ in fresh:
-            if event.event_id in failed:
-                await self.dlq.send(message, failed[event.event_id], Reason.ENCODER_ERROR)
-        fresh = [f for f in fresh if f[0].event_id not in failed]
-
-        results = await self._observe([e for e, _, _ in fresh], envelopes, vectors)
+        results = await self._observe([e for e, _, _ in fresh], envelopes)
         touched: dict[str, int] = {}
+        texts: list[tuple[ReviewEvent, Message]] = []
         feedback: list[FeedbackJob] = []
         for (event, message, kind), result in zip(fresh, results):
             if isinstance(result, Exception):
                 await self.dlq.send(message, result)
                 continue
             old = envelopes.get(event.user_id)
+            if isinstance(event, ReviewEvent) and event.text.strip() and \
+                    not profile_has(old["p"] if old else None, event.event_id):
+                texts.append((event, message))
             envelopes[event.user_id] = {
                 "p": result, "o": {**(old["o"] if old else {}), offset_key(message, kind): message.offset},
                 "e": event.event_id, "at": time.time()}
@@ -333,6 +347,7 @@ class Pipeline:
         for user_id, partition in touched.items():
             self.users.put(user_id, envelopes[user_id], partition)  # type: ignore[arg-type]
         metrics.PROFILE_UPDATES.inc(len(fresh) - sum(isinstance(r, Exception) for r in results))
+        self.queue_review_texts(texts)
         await self.changelog_handed_over()
         await self.runner.feedback(feedback)
 
@@ -346,20 +361,70 @@ class Pipeline:
         while buffer.size:
             await buffer.flush()
 
-    async def _observe(self, events: list[ClickEvent | ReviewEvent], envelopes: dict[str, Envelope | None],
-                       vectors: dict[str, Any]) -> list[Any]:
+    async def _observe(self, events: list[ClickEvent | ReviewEvent],
+                       envelopes: dict[str, Envelope | None]) -> list[Any]:
         """Apply the events; while the vector store does not answer, wait with backoff and
         apply them again (from the same profiles), instead of dead-lettering a whole outage.
         The batch is not acknowledged meanwhile, so the group's lag shows the stall."""
         delay = BACKOFF_START_S
         while True:
             profiles = {uid: env["p"] for uid, env in envelopes.items() if env}
-            results = await self.runner.observe(events, profiles, vectors)
+            results = await self.runner.observe(events, profiles)
             if not any(isinstance(r, Exception) for r in results) or await self.runner.store_answers():
                 return results
             log.warning("vector store unavailable; retrying %d user events in %.1fs", len(events), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    # ---- review texts -------------------------------------------------------------------
+    def queue_review_texts(self, reviews: Sequence[tuple[ReviewEvent, Message]]) -> None:
+        """Review texts wait here for the encoder, after their events updated the profiles:
+        on CPU the encoder embeds ~50-250 texts/s, far below the rate profiles update at."""
+        for review in reviews:
+            if len(self.review_texts) >= MAX_REVIEW_TEXT_BACKLOG:
+                self.review_texts.popleft()
+                metrics.REVIEW_TEXTS_SKIPPED.inc()
+            self.review_texts.append(review)
+        metrics.REVIEW_TEXT_BACKLOG.set(len(self.review_texts))
+        if reviews:
+            self._texts_waiting.set()
+
+    async def review_text_lane(self) -> None:
+        """Embed waiting review texts batch after batch, forever."""
+        while True:
+            if not self.review_texts:
+                self._texts_waiting.clear()
+                await self._texts_waiting.wait()
+                continue
+            try:
+                await self.embed_review_texts()
+            except Exception:  # never let one bad batch stop the lane
+                log.exception("review texts could not be folded in")
+
+    async def embed_review_texts(self) -> None:
+        """One encoder batch of waiting texts, folded into items and the users' profiles (and
+        their users re-ranked, now with their own words in the profile)."""
+        batch = [self.review_texts.popleft() for _ in range(min(REVIEW_TEXT_BATCH, len(self.review_texts)))]
+        metrics.REVIEW_TEXT_BACKLOG.set(len(self.review_texts))
+        self._revoked = set()
+        vectors, failed = await self._embed_reviews([event for event, _ in batch])
+        for event, message in batch:
+            if event.event_id in failed:
+                await self.dlq.send(message, failed[event.event_id], Reason.ENCODER_ERROR)
+        done = [(event, message) for event, message in batch if event.event_id in vectors
+                and (message.topic, message.partition) not in self._revoked]
+        metrics.REVIEW_TEXTS_SKIPPED.inc(sum(event.event_id in vectors for event, _ in batch) - len(done))
+        async with self._profiles:
+            envelopes = {event.user_id: self.users.get(event.user_id) for event, _ in done}
+            profiles = {uid: env["p"] if env else None for uid, env in envelopes.items()}
+            await self.runner.add_review_texts([(e, vectors[e.event_id]) for e, _ in done], profiles)
+            partitions = {event.user_id: message.partition for event, message in done}
+            for user_id, envelope in envelopes.items():
+                if envelope is not None:
+                    self.users.put(user_id, {**envelope, "p": profiles[user_id]}, partitions[user_id])
+                    self.scheduler.mark(user_id, envelope.get("e"), time.time())
+        metrics.REVIEW_TEXTS_EMBEDDED.inc(len(done))
+        self.wake()
 
     async def _embed_reviews(self, reviews: list[ReviewEvent]) -> tuple[dict[str, Any], dict[str, Exception]]:
         """One encoder batch; if it fails, find the culprits one by one so the rest go on."""

@@ -41,6 +41,15 @@ DEAD_LETTERS = Counter(
     ["reason"], registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
+REVIEW_TEXTS_EMBEDDED = Counter(
+    "xlrec_review_texts_embedded", "Review texts embedded and folded into items and profiles.",
+    registry=REGISTRY)
+REVIEW_TEXTS_SKIPPED = Counter(
+    "xlrec_review_texts_skipped", "Review texts never embedded: the backlog was full, or their "
+    "partition moved to another worker first.", registry=REGISTRY)
+REVIEW_TEXT_BACKLOG = Gauge(
+    "xlrec_review_text_backlog", "Review texts applied to profiles and waiting for the encoder.",
+    registry=REGISTRY)
 ENCODER_BATCH_SECONDS = Histogram(
     "xlrec_encoder_batch_seconds", "Wall time of one encoder batch (tokenise + inference).",
     buckets=ENCODER_BUCKETS, registry=REGISTRY)

@@ -1,9 +1,11 @@
 """Runs the `ranking.engine.Recommender` off the worker's event loop.
 
-Two single-thread executors: one for the encoder (CPU-heavy, releases the GIL inside
-onnxruntime) and one for everything that reads or mutates the engine's state (River models,
-counters, catalog), which is not thread-safe, so those calls are serialised on one thread.
-A third thread builds the ANN index, which can take seconds and must not hold up ranking.
+Single-thread executors: one for the encoder on the latency path (items, queries; CPU-heavy,
+releases the GIL inside onnxruntime), one for review texts (their own lane, so that a backlog
+of reviews never delays a new item), and one for everything that reads or mutates the
+engine's state (River models, counters, catalog), which is not thread-safe, so those calls
+are serialised on one thread. Another builds the ANN index, which can take seconds and must
+not hold up ranking.
 The event loop only awaits futures and so stays free to consume, commit and serve HTTP.
 """
 
@@ -59,6 +61,7 @@ class EngineRunner:
         self.store = store
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="xlrec-engine")
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="xlrec-encode")
+        self._reviews = ThreadPoolExecutor(1, thread_name_prefix="xlrec-review-texts")
         self._indexer = ThreadPoolExecutor(1, thread_name_prefix="xlrec-index")
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
@@ -89,30 +92,40 @@ class EngineRunner:
         if not events:
             return {}
         start = time.perf_counter()
-        vectors = await self._run(self._encoder, self.rec.embed_reviews, list(events))
+        vectors = await self._run(self._reviews, self.rec.embed_reviews, list(events))
         metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
         metrics.ENCODER_BATCH_SIZE.observe(len(events))
         return vectors
 
-    async def observe(self, events: Sequence[UserEvent], profiles: dict[str, Profile | None],
-                      review_vectors: dict[str, np.ndarray]) -> list[Profile | Exception]:
+    async def observe(self, events: Sequence[UserEvent],
+                      profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
         """Apply events in order, each to the profile its predecessors left (`profiles` is
-        updated in place); an event that raises yields its exception and changes nothing."""
-        return await self._run(self._engine, self._observe_all, list(events), profiles, review_vectors)
+        updated in place); an event that raises yields its exception and changes nothing.
+        Review texts are not embedded here: `add_review_texts` folds them in later."""
+        return await self._run(self._engine, self._observe_all, list(events), profiles)
 
-    def _observe_all(self, events: list[UserEvent], profiles: dict[str, Profile | None],
-                     review_vectors: dict[str, np.ndarray]) -> list[Profile | Exception]:
+    def _observe_all(self, events: list[UserEvent],
+                     profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
         out: list[Profile | Exception] = []
         for event in events:
             try:
-                profile = self.rec.observe(profiles.get(event.user_id), event,
-                                           review_vector=review_vectors.get(event.event_id))
+                profile = self.rec.observe(profiles.get(event.user_id), event, text_later=True)
             except Exception as exc:  # one bad event must not sink the batch: it is dead-lettered
                 out.append(exc)
                 continue
             profiles[event.user_id] = profile
             out.append(profile)
         return out
+
+    async def add_review_texts(self, reviews: Sequence[tuple[ReviewEvent, np.ndarray]],
+                               profiles: dict[str, Profile | None]) -> None:
+        """Fold embedded review texts into their items and, in order, into `profiles`."""
+        await self._run(self._engine, self._add_texts, list(reviews), profiles)
+
+    def _add_texts(self, reviews: list[tuple[ReviewEvent, np.ndarray]],
+                   profiles: dict[str, Profile | None]) -> None:
+        for event, vector in reviews:
+            profiles[event.user_id] = self.rec.add_review_text(profiles.get(event.user_id), event, vector)
 
     async def feedback(self, jobs: Sequence[FeedbackJob]) -> None:
         if jobs:
@@ -180,5 +193,5 @@ class EngineRunner:
             await self._run(self._indexer, self.store.optimize)
 
     def close(self) -> None:
-        for pool in (self._engine, self._encoder, self._indexer):
+        for pool in (self._engine, self._encoder, self._reviews, self._indexer):
             pool.shutdown(wait=True, cancel_futures=False)

@@ -56,7 +56,8 @@ class FakeEngine:
     def embed_query(self, text: str) -> np.ndarray:
         return np.full(4, 0.5, dtype=np.float32)
 
-    def observe(self, profile: dict | None, event: Any, *, review_vector: Any = None) -> dict:
+    def observe(self, profile: dict | None, event: Any, *, review_vector: Any = None,
+                text_later: bool = False) -> dict:
         if event.event_id in self.fail_on:
             raise ValueError(f"cannot learn from {event.event_id}")
         profile = dict(profile or {"events": [], "n": 0})
@@ -65,6 +66,9 @@ class FakeEngine:
         self.observed.append(event.event_id)
         return {"events": [*profile["events"], event.event_id], "n": profile["n"] + 1,
                 "reviewed": review_vector is not None or profile.get("reviewed", False)}
+
+    def add_review_text(self, profile: dict | None, event: Any, review_vector: Any) -> dict | None:
+        return None if profile is None else {**profile, "reviewed": True}
 
     def recommend(self, user_id: str, profile: dict | None, k: int = 10, *, now: float,
                   query_vector: Any = None, lang: str | None = None, exclude: Any = ()) -> list[Recommended]:
@@ -178,14 +182,31 @@ async def test_redelivered_offsets_and_duplicate_event_ids_change_nothing(
     assert pipeline.users["u1"]["o"] == {"clicks:0": 9}
 
 
-async def test_reviews_are_embedded_in_one_batch(pipeline: Pipeline, engine: FakeEngine) -> None:
+async def test_review_texts_are_embedded_in_one_batch_after_the_profile_update(
+        pipeline: Pipeline, engine: FakeEngine) -> None:
     await pipeline.handle_user_events([_event("t.reviews", review("r1"), "u1", 0),
                                        _event("t.clicks", click("c1", user="u2"), "u2", 0),
                                        _event("t.reviews", review("r2", user="u2"), "u2", 1),
-                                       _event("t.reviews", review("r3", text=""), "u1", 2)])
-    assert engine.embedded == [["r1", "r2"]]  # empty texts are not embedded
-    assert pipeline.users["u1"]["p"]["reviewed"] and pipeline.users["u2"]["p"]["n"] == 2
-    assert pipeline.users["u1"]["o"] == {"reviews:0": 2}
+                                       _event("t.reviews", review("r3", text=""), "u1", 2),
+                                       _event("t.reviews", review("r1"), "u1", 3)])  # sent twice
+    assert engine.embedded == [] and pipeline.users["u2"]["p"]["n"] == 2
+    assert not pipeline.users["u1"]["p"]["reviewed"]   # the profile did not wait for the encoder
+    await pipeline.embed_review_texts()
+    assert engine.embedded == [["r1", "r2"]]  # once each; empty texts are not embedded
+    assert pipeline.users["u1"]["p"]["reviewed"] and pipeline.users["u2"]["p"]["reviewed"]
+    assert pipeline.users["u1"]["o"] == {"reviews:0": 3}
+    assert not pipeline.review_texts
+
+
+async def test_review_texts_of_revoked_partitions_are_dropped(pipeline: Pipeline, engine: FakeEngine) -> None:
+    from faust.types import TP
+
+    await pipeline.handle_user_events([_event("t.reviews", review("r1"), "u1", 0),
+                                       _event("t.reviews", review("r2", user="u2"), "u2", 1, partition=1)])
+    await pipeline.on_partitions_revoked(None, {TP("t.reviews", 1)})
+    await pipeline.embed_review_texts()
+    assert engine.embedded == [["r1"]]
+    assert pipeline.users["u1"]["p"]["reviewed"] and not pipeline.users["u2"]["p"]["reviewed"]
 
 
 async def test_bad_user_events_are_dead_lettered_and_the_rest_applied(pipeline: Pipeline,
