@@ -98,6 +98,7 @@ class Recommender:
         self.rng = random.Random(seed)
         self.updates = 0
         self._cache: tuple[Any, ...] | None = None   # (key, signals) of the last ranking
+        self._unpushed: set[int] = set()             # rows changed since the store last saw them
 
     # ---- items (item agent) -------------------------------------------------------------
     def upsert_item(self, event: ItemEvent, vector: np.ndarray | None = None) -> None:
@@ -135,6 +136,7 @@ class Recommender:
                 self.centering.learn(raw[i], key)
                 text_vec = self.centering.neutral(raw[i], key)
             self._push(self.catalog.upsert(e.item_id, e.ts, e.title, e.lang, text_vec))
+        self.flush_store()   # a new item is searchable as soon as this returns
         self._changed()
 
     # ---- user events (profile agent) ----------------------------------------------------
@@ -291,6 +293,7 @@ class Recommender:
     def snapshot(self, path: Path) -> None:
         """Write the worker-side state (River models, counters, catalog) to one file
         atomically; profiles are not included (they live in the users table)."""
+        self.flush_store()
         state = {"version": SNAPSHOT_VERSION, "catalog": self.catalog,
                  "centering": self.centering.state(), "trend": self.trend,
                  "lang_trend": self.lang_trend, "cooc": self.cooc,
@@ -328,6 +331,7 @@ class Recommender:
         self.updates, self.config = state["updates"], state["config"]
         for row in range(len(self.catalog)):
             self._push(row)
+        self.flush_store()
         self._changed()
 
     @property
@@ -349,13 +353,19 @@ class Recommender:
         return [r for r in rows if r is not None]
 
     def _push(self, row: int) -> None:
-        """Mirror an item into the vector store (only items with a vector are searchable)."""
+        """Mark an item for the vector store; `flush_store` writes it. Events move an item's
+        vector and counters one at a time, so a batch of events writes each item once."""
+        self._unpushed.add(row)
+
+    def flush_store(self) -> None:
+        """Mirror the items changed since the last flush into the vector store in one upsert
+        (only active items with a vector are searchable)."""
         c = self.catalog
-        if not c.active[row] or not c.vec[row].any():
-            return
-        self.store.upsert([ItemPoint(c.index.ids[row], c.vec[row].copy(), {
-            "title": c.titles[row], "langs": c.langs(row), "ts": float(c.first_ts[row]),
-            "n": int(c.n_events[row])})])
+        rows = [r for r in sorted(self._unpushed) if c.active[r] and c.vec[r].any()]
+        self._unpushed.clear()
+        self.store.upsert([ItemPoint(c.index.ids[r], c.vec[r].copy(), {
+            "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r]),
+            "n": int(c.n_events[r])}) for r in rows])
 
     def _context(self, profile: Profile | None, query: np.ndarray | None) -> UserContext:
         ctx = UserContext(interest=profiles.interest_vector(profile),
@@ -402,13 +412,18 @@ class Recommender:
             top = np.argpartition(-v, n)[:n] if n < v.size else np.arange(v.size)
             chosen[top[np.isfinite(v[top])]] = True
 
-        for vector in (ctx.interest, ctx.query):
-            if vector is not None:
-                hits = self.store.search(vector, cfg.n_content, exclude=banned,
-                                         langs=[lang] if lang else None)
-                hit_rows = np.asarray(self._rows([h.item_id for h in hits]), np.int64)
-                hit_rows = hit_rows[hit_rows < s.n]
-                chosen[hit_rows[ok[hit_rows]]] = True
+        for vector, scores in ((ctx.interest, s.f["content"]), (ctx.query, s.query)):
+            if vector is None or scores is None:
+                continue
+            if s.n <= cfg.exact_search_items:   # exact and free: the features hold every score
+                take(np.where(scores != 0.0, scores, -np.inf), cfg.n_content)  # 0: no vector
+                continue
+            self.flush_store()
+            hits = self.store.search(vector, cfg.n_content, exclude=banned,
+                                     langs=[lang] if lang else None)
+            hit_rows = np.asarray(self._rows([h.item_id for h in hits]), np.int64)
+            hit_rows = hit_rows[hit_rows < s.n]
+            chosen[hit_rows[ok[hit_rows]]] = True
         if ctx.history_rows:
             take(s.f["cooc"], cfg.n_cooc)
         for name in ("trend_3h", "trend_24h", "trend_168h"):

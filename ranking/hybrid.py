@@ -50,6 +50,8 @@ class HybridConfig:
     n_trend: int = 300          # trending overall (three horizons share this budget)
     n_lang: int = 100           # trending in the user's languages
     n_fresh: int = 60           # newest items
+    exact_search_items: int = 20_000  # up to this catalog size, content candidates are the
+    #                                   exact top scores the features already hold; beyond, ANN
     negatives: int = 6          # learning: candidates the user did not choose, per event
     learning_rate: float = 0.02
     warmup_pairs: int = 500

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,16 @@ from streams import metrics
 from streams.schemas import ItemEvent, ReviewEvent
 
 T = TypeVar("T")
+# The review-text lane runs at a lower OS priority: on CPU the encoder could take every core,
+# and a review's text can wait where its profile update, its ranking and new items cannot.
+REVIEW_LANE_NICE = 10
+
+
+def _lower_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REVIEW_LANE_NICE)
+    except OSError:  # not permitted here: the lane still works, only unprioritised
+        pass
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,8 @@ class EngineRunner:
         self.store = store
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="xlrec-engine")
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="xlrec-encode")
-        self._reviews = ThreadPoolExecutor(1, thread_name_prefix="xlrec-review-texts")
+        self._reviews = ThreadPoolExecutor(1, thread_name_prefix="xlrec-review-texts",
+                                           initializer=_lower_priority)
         self._indexer = ThreadPoolExecutor(1, thread_name_prefix="xlrec-index")
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
@@ -115,6 +128,7 @@ class EngineRunner:
                 continue
             profiles[event.user_id] = profile
             out.append(profile)
+        self.rec.flush_store()
         return out
 
     async def add_review_texts(self, reviews: Sequence[tuple[ReviewEvent, np.ndarray]],
@@ -126,6 +140,7 @@ class EngineRunner:
                    profiles: dict[str, Profile | None]) -> None:
         for event, vector in reviews:
             profiles[event.user_id] = self.rec.add_review_text(profiles.get(event.user_id), event, vector)
+        self.rec.flush_store()
 
     async def feedback(self, jobs: Sequence[FeedbackJob]) -> None:
         if jobs:

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Encoder execution device")
     encoder_max_tokens: int = Field(256, ge=8, le=512)
-    encoder_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, 0 = all cores")
+    encoder_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, "
+                                 "0 = all cores (the worker: 1)")
 
     web_port: int = Field(6066, description="Worker HTTP port: /metrics and the recommendations API")
     top_k: int = Field(10, ge=1, le=100)

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("xlrec.worker")
 
 SNAPSHOT_FILE = "engine.snapshot"
+# One onnxruntime thread per encoder call: each call then runs on its calling thread, so
+# the review-text lane's lower OS priority (streams.runner) covers all of its work, and
+# profile updates, rankings and new items keep the CPU they need. XLREC_ENCODER_THREADS
+# overrides it.
+WORKER_ENCODER_THREADS = 1
 
 
 def snapshot_path(data_dir: Path, group_id: str) -> Path:
@@ -64,7 +69,7 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
 
     create_topics(settings)  # fails fast, naming the bootstrap servers, when no broker answers
     encoder = load_default_encoder(device=settings.device, max_tokens=settings.encoder_max_tokens,
-                                   threads=settings.encoder_threads or None,
+                                   threads=settings.encoder_threads or WORKER_ENCODER_THREADS,
                                    cache_dir=settings.cache_dir)
     store = open_store(settings, encoder.dim)
     recommender = Recommender(store=store, encoder=encoder)
@@ -90,7 +95,11 @@ def run(app: faust.App, runner: EngineRunner, loglevel: str) -> None:
     from faust import Worker
 
     try:
-        Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+        worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        # Faust's start-up spinner sets the root logger to DEBUG to spin on every record, so
+        # every debug line of aiokafka's send path became a LogRecord: ~4% of the worker's CPU.
+        worker.spinner = None
+        worker.execute_from_commandline()
     finally:
         runner.close()
         if runner.store is not None:

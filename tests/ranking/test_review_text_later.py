@@ -54,3 +54,21 @@ def test_a_late_text_is_decayed_to_the_profile_time() -> None:
     assert abs(folded["own_w"] - 0.5) < 1e-6 and p["own"] is None   # the input is not mutated
     again = P.add_review_vector(folded, v, T0 + 30 * 86400)   # then one at the profile's time
     assert abs(again["own_w"] - 1.5) < 1e-2 and again["own_ts"] == T0 + 30 * 86400
+
+
+def test_exact_content_candidates_match_the_vector_store() -> None:
+    """Small catalogs take content candidates from the scores the features hold; the store's
+    search (used past `exact_search_items`) finds the same items."""
+    from ranking.hybrid import HybridConfig
+
+    events = _reviews()
+    rankings = []
+    for limit in (20_000, 0):
+        rec = Recommender(MemoryStore(32), FakeEncoder(32), seed=1, config=HybridConfig(exact_search_items=limit))
+        rec.upsert_items([ItemEvent(item_id=f"i{i}", title=f"game {i} " + "space farm"[i % 2 * 6:],
+                                    lang="en", ts=T0) for i in range(40)]
+                         + [ItemEvent(item_id=i, title=t, lang="en", ts=T0)
+                            for i, t in (("a", "Star fleet"), ("b", "Happy farm"))])
+        p = rec.observe(None, events[0])
+        rankings.append([r.item_id for r in rec.recommend("u", p, k=10, now=T0 + 7200)])
+    assert rankings[0] == rankings[1]

@@ -70,6 +70,9 @@ class FakeEngine:
     def add_review_text(self, profile: dict | None, event: Any, review_vector: Any) -> dict | None:
         return None if profile is None else {**profile, "reviewed": True}
 
+    def flush_store(self) -> None:
+        pass
+
     def recommend(self, user_id: str, profile: dict | None, k: int = 10, *, now: float,
                   query_vector: Any = None, lang: str | None = None, exclude: Any = ()) -> list[Recommended]:
         self.ranked.append((user_id, profile))
