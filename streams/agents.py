@@ -402,8 +402,9 @@ class Pipeline:
                 log.exception("review texts could not be folded in")
 
     async def embed_review_texts(self) -> None:
-        """One encoder batch of waiting texts, folded into items and the users' profiles (and
-        their users re-ranked, now with their own words in the profile)."""
+        """One encoder batch of waiting texts, folded into items and the users' profiles. Their
+        users are not re-ranked for it: that ranking would take the user's coalescing interval
+        from their next event; the next ranking includes the text."""
         batch = [self.review_texts.popleft() for _ in range(min(REVIEW_TEXT_BATCH, len(self.review_texts)))]
         metrics.REVIEW_TEXT_BACKLOG.set(len(self.review_texts))
         self._revoked = set()
@@ -422,9 +423,7 @@ class Pipeline:
             for user_id, envelope in envelopes.items():
                 if envelope is not None:
                     self.users.put(user_id, {**envelope, "p": profiles[user_id]}, partitions[user_id])
-                    self.scheduler.mark(user_id, envelope.get("e"), time.time())
         metrics.REVIEW_TEXTS_EMBEDDED.inc(len(done))
-        self.wake()
 
     async def _embed_reviews(self, reviews: list[ReviewEvent]) -> tuple[dict[str, Any], dict[str, Exception]]:
         """One encoder batch; if it fails, find the culprits one by one so the rest go on."""
@@ -448,6 +447,7 @@ class Pipeline:
             self._wake.clear()
             requests = [self.requests.popleft() for _ in range(min(RANK_BATCH, len(self.requests)))]
             due = self.scheduler.due(RANK_BATCH - len(requests))
+            metrics.RANKINGS_PENDING.set(len(self.scheduler))
             if not requests and not due:
                 wait = self.scheduler.seconds_until_next()
                 try:

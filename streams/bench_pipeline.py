@@ -43,6 +43,7 @@ POLL_S = 0.2
 ITEM_EVERY_S = 1.0       # one new item per second during each fixed-rate phase
 ITEM_TIMEOUT_S = 30.0    # an item not found by then counts as not searchable
 SETTLE_S = 3.0           # after a phase: the last coalesced rankings (rank interval + margin)
+TAIL_STILL_S = 1.5       # recommendations that stop for this long (none pending) are done
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,11 @@ def total(workers: list[Worker], name: str) -> float:
 def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: float,
                  tail: str | None = None) -> dict[str, Any]:
     """Poll the summed counter `name` until it reaches `target` (or stalls, or time runs out):
-    its rate between the first poll that saw progress and the last. With `tail`, polling goes
-    on until that counter (e.g. recommendations, which trail the updates that cause them) is
-    still for SETTLE_S, and its rate is over the first update to its own last change."""
-    names = (name, tail) if tail else (name,)
+    its rate between the first poll that saw progress and the last. With `tail` (e.g.
+    recommendations, which trail the updates that cause them), polling goes on until no
+    ranking is pending and the tail counter stood still for TAIL_STILL_S; its rate is over
+    the first update to its own last change."""
+    names = (name, tail, "xlrec_rankings_pending") if tail else (name,)
     first: tuple[float, dict[str, float]] | None = None
     last: tuple[float, dict[str, float]] | None = None
     tail_last: tuple[float, float] | None = None
@@ -181,7 +183,8 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
         if tail and (tail_last is None or sample[tail] > tail_last[1]):
             tail_last = (now, sample[tail])
         reached = reached or sample[name] >= target or (first is not None and now - stalled_since > 60.0)
-        if reached and (not tail or tail_last is None or now - tail_last[0] >= SETTLE_S):
+        if reached and (not tail or tail_last is None or (
+                sample["xlrec_rankings_pending"] == 0 and now - tail_last[0] >= TAIL_STILL_S)):
             break
         if any(w.proc.poll() is not None for w in workers):
             raise RuntimeError(f"a worker exited; see {workers[0].log}")
@@ -377,7 +380,13 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
     recs.stopped.set()
     recs.join(10)
     latencies, missing = freshness(sent, recs.snapshot())
+    last: dict[str, float] = {}
+    bursts = 0   # events within the rank interval of the same user's previous one: they wait for it
+    for user, _, ts in sent:
+        bursts += ts - last.get(user, float("-inf")) < settings.rank_interval_s
+        last[user] = ts
     return {**percentiles(latencies), "events": len(sent), "without_recommendation": missing,
+            "within_rank_interval_of_previous": bursts,
             "achieved_rate": round(count / max(produce_s, 1e-9), 1),
             "all_applied": bool(applied.get("completed"))}
 
@@ -443,7 +452,8 @@ def run_workers(env: dict[str, str], workdir: Path, count: int, name: str) -> li
 
 
 def run(events: int, rates: list[float], bootstrap: str | None, partitions: int, workers: int,
-        rate_seconds: float, phase_timeout_s: float, workdir: Path) -> dict[str, Any]:
+        rate_seconds: float, phase_timeout_s: float, workdir: Path,
+        rank_interval_s: float | None = None) -> dict[str, Any]:
     """Every phase of the benchmark; returns the JSON document."""
     from streams import broker
     from streams.settings import Settings, get_settings
@@ -456,12 +466,14 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
     if started_broker:
         bootstrap = broker.start(port=0, data_dir=workdir / "kafka").bootstrap
     run_id = uuid.uuid4().hex[:8]
-    settings = Settings(**{**get_settings().model_dump(), "bootstrap": bootstrap, "partitions": partitions,
-                           "topic_prefix": f"bench{run_id}."})
+    overrides = {"bootstrap": bootstrap, "partitions": partitions, "topic_prefix": f"bench{run_id}."}
+    if rank_interval_s is not None:
+        overrides["rank_interval_s"] = rank_interval_s
+    settings = Settings(**{**get_settings().model_dump(), **overrides})
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("XLREC_") or k in (
         "XLREC_CACHE_DIR", "XLREC_DEVICE", "XLREC_ENCODER_THREADS", "XLREC_ENCODER_MAX_TOKENS")}
     base_env.update({"XLREC_BOOTSTRAP": bootstrap, "XLREC_TOPIC_PREFIX": settings.topic_prefix,
-                     "XLREC_PARTITIONS": str(partitions)})
+                     "XLREC_PARTITIONS": str(partitions), "XLREC_RANK_INTERVAL_S": str(settings.rank_interval_s)})
     result: dict[str, Any] = {"events": len(backlog), "user_events": n_user}
     running: list[Worker] = []
     rss: list[float] = []
@@ -562,12 +574,15 @@ def bench_pipeline(
     rate_seconds: float = typer.Option(20.0, "--rate-seconds", min=1.0, help="Length of each fixed-rate phase"),
     phase_timeout: float = typer.Option(900.0, "--phase-timeout", help="Give up a full-speed phase after this "
                                         "many seconds and report the rate so far"),
+    rank_interval: Optional[float] = typer.Option(None, "--rank-interval", help="The workers' "
+                                                  "XLREC_RANK_INTERVAL_S (default: the settings')"),
 ) -> None:
     """Throughput and freshness of the pipeline next to the raw Kafka consume-produce limit."""
     rate_list = [float(r) for r in rates.split(",") if r.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="xlrec-bench-"))
     try:
-        doc = run(events, rate_list, bootstrap, partitions, workers, rate_seconds, phase_timeout, workdir)
+        doc = run(events, rate_list, bootstrap, partitions, workers, rate_seconds, phase_timeout, workdir,
+                  rank_interval)
     except Exception:
         print(f"benchmark failed; logs kept in {workdir}", file=sys.stderr)
         raise

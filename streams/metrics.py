@@ -41,6 +41,9 @@ DEAD_LETTERS = Counter(
     ["reason"], registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
+RANKINGS_PENDING = Gauge(
+    "xlrec_rankings_pending", "Users whose profile changed and who wait for their coalesced ranking.",
+    registry=REGISTRY)
 REVIEW_TEXTS_EMBEDDED = Counter(
     "xlrec_review_texts_embedded", "Review texts embedded and folded into items and profiles.",
     registry=REGISTRY)
