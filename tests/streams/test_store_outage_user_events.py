@@ -29,7 +29,7 @@ class Runner:
         self.down = down
         self.attempts = 0
 
-    async def observe(self, events: list[Any], profiles: dict[str, Any], vectors: dict[str, Any]) -> list[Any]:
+    async def observe(self, events: list[Any], profiles: dict[str, Any]) -> list[Any]:
         self.attempts += 1
         if self.down:
             return [ConnectionError("store refused")] * len(events)
@@ -48,19 +48,19 @@ async def test_user_events_wait_for_the_store_instead_of_being_dead_lettered(mon
     pipe.runner = Runner(down=3)        # type: ignore[assignment]
     event = ClickEvent(event_id="e1", user_id="u1", item_id="i1", ts=time.time())
     envelopes: dict[str, Any] = {"u1": {"p": {"events": ["e0"]}, "o": {}}}
-    results = await pipe._observe([event], envelopes, {})
+    results = await pipe._observe([event], envelopes)
     assert results == [{"events": ["e1"], "base": {"events": ["e0"]}}]   # from the stored profile, once
     assert pipe.runner.attempts == 4  # type: ignore[attr-defined]
 
 
 async def test_an_event_that_fails_with_the_store_up_is_returned_for_the_dead_letter_queue() -> None:
     class Bad(Runner):
-        async def observe(self, events: list[Any], profiles: dict[str, Any], vectors: dict[str, Any]) -> list[Any]:
+        async def observe(self, events: list[Any], profiles: dict[str, Any]) -> list[Any]:
             self.attempts += 1
             return [ValueError("bad event")]
 
     pipe = Pipeline.__new__(Pipeline)
     pipe.runner = Bad(down=0)  # type: ignore[assignment]
     event = ClickEvent(event_id="e1", user_id="u1", item_id="i1", ts=time.time())
-    (result,) = await pipe._observe([event], {}, {})
+    (result,) = await pipe._observe([event], {})
     assert isinstance(result, ValueError) and pipe.runner.attempts == 1  # type: ignore[attr-defined]
