@@ -402,9 +402,9 @@ class Pipeline:
                 log.exception("review texts could not be folded in")
 
     async def embed_review_texts(self) -> None:
-        """One encoder batch of waiting texts, folded into items and the users' profiles. Their
-        users are not re-ranked for it: that ranking would take the user's coalescing interval
-        from their next event; the next ranking includes the text."""
+        """One encoder batch of waiting texts, folded into items and the users' profiles, whose
+        users are then re-ranked with their own words (a refresh, which does not delay the
+        ranking of their next event)."""
         batch = [self.review_texts.popleft() for _ in range(min(REVIEW_TEXT_BATCH, len(self.review_texts)))]
         metrics.REVIEW_TEXT_BACKLOG.set(len(self.review_texts))
         self._revoked = set()
@@ -423,7 +423,9 @@ class Pipeline:
             for user_id, envelope in envelopes.items():
                 if envelope is not None:
                     self.users.put(user_id, {**envelope, "p": profiles[user_id]}, partitions[user_id])
+                    self.scheduler.mark(user_id, envelope.get("e"), time.time(), refresh=True)
         metrics.REVIEW_TEXTS_EMBEDDED.inc(len(done))
+        self.wake()
 
     async def _embed_reviews(self, reviews: list[ReviewEvent]) -> tuple[dict[str, Any], dict[str, Exception]]:
         """One encoder batch; if it fails, find the culprits one by one so the rest go on."""
@@ -447,7 +449,7 @@ class Pipeline:
             self._wake.clear()
             requests = [self.requests.popleft() for _ in range(min(RANK_BATCH, len(self.requests)))]
             due = self.scheduler.due(RANK_BATCH - len(requests))
-            metrics.RANKINGS_PENDING.set(len(self.scheduler))
+            metrics.RANKINGS_PENDING.set(self.scheduler.waiting_after_events())
             if not requests and not due:
                 wait = self.scheduler.seconds_until_next()
                 try:
@@ -497,11 +499,12 @@ class Pipeline:
             produced = pending.oldest_produced_ts if pending else (message.timestamp or time.time())
             await self.emit(job.user_id, result, model_version, produced,
                             trigger_event_id=pending.trigger_event_id if pending else None,
-                            request_id=request.request_id if request else None)
+                            request_id=request.request_id if request else None,
+                            refresh=pending.refresh if pending else False)
 
     async def emit(self, user_id: str, items: list[Recommended], model_version: str,
                    produced_ts: float, *, trigger_event_id: str | None,
-                   request_id: str | None) -> Recommendation:
+                   request_id: str | None, refresh: bool = False) -> Recommendation:
         """Send one Recommendation keyed by user_id, remember it for HTTP and feedback."""
         sent_at = time.time()
         rec = Recommendation(
@@ -514,7 +517,10 @@ class Pipeline:
         await self.topics.recommendations.send(key=user_id.encode(), value=body)
         self.latest.put(user_id, body)
         self.impressions.track(rec.recommendation_id, user_id, [r.item_id for r in items], time.monotonic())
-        self.scheduler.ranked(user_id)
+        if refresh:
+            metrics.RECOMMENDATIONS_REFRESHED.inc()
+        else:
+            self.scheduler.ranked(user_id)
         metrics.RECOMMENDATIONS.inc()
         metrics.EVENT_TO_RECOMMENDATION_SECONDS.observe(rec.latency_ms / 1000.0)  # type: ignore[operator]
         return rec

@@ -19,6 +19,8 @@ class PendingRank:
     user_id: str
     trigger_event_id: str | None  # the latest event the ranking will reflect
     oldest_produced_ts: float     # produce time (unix s) of the oldest event not yet reflected
+    refresh: bool = False         # only a review text was folded in: this ranking does not
+    #                               take the user's interval from their next event
 
 
 class RankScheduler:
@@ -35,15 +37,22 @@ class RankScheduler:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def mark(self, user_id: str, event_id: str | None, produced_ts: float) -> None:
-        """The user's profile changed because of this event."""
+    def waiting_after_events(self) -> int:
+        """Pending users whose ranking follows an event (not only a refresh)."""
+        return sum(not p.refresh for p in self._pending.values())
+
+    def mark(self, user_id: str, event_id: str | None, produced_ts: float, *,
+             refresh: bool = False) -> None:
+        """The user's profile changed because of this event (`refresh`: because a review's
+        text was folded in after the event's own ranking)."""
         if not self.enabled:
             return
         pending = self._pending.get(user_id)
         if pending is None:
-            self._pending[user_id] = PendingRank(user_id, event_id, produced_ts)
+            self._pending[user_id] = PendingRank(user_id, event_id, produced_ts, refresh)
         else:
             pending.trigger_event_id = event_id or pending.trigger_event_id
+            pending.refresh = pending.refresh and refresh
             pending.oldest_produced_ts = min(pending.oldest_produced_ts, produced_ts)
 
     def _ready_at(self, user_id: str) -> float:

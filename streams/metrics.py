@@ -41,8 +41,11 @@ DEAD_LETTERS = Counter(
     ["reason"], registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
+RECOMMENDATIONS_REFRESHED = Counter(
+    "xlrec_recommendations_refreshed", "Recommendations (counted in xlrec_recommendations too) "
+    "re-ranked only because a review's text was folded into the user's profile.", registry=REGISTRY)
 RANKINGS_PENDING = Gauge(
-    "xlrec_rankings_pending", "Users whose profile changed and who wait for their coalesced ranking.",
+    "xlrec_rankings_pending", "Users who wait for their coalesced ranking after an event.",
     registry=REGISTRY)
 REVIEW_TEXTS_EMBEDDED = Counter(
     "xlrec_review_texts_embedded", "Review texts embedded and folded into items and profiles.",
