@@ -162,7 +162,8 @@ def total(workers: list[Worker], name: str) -> float:
 def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: float,
                  tail: str | None = None) -> dict[str, Any]:
     """Poll the summed counter `name` until it reaches `target` (or stalls, or time runs out):
-    its rate between the first poll that saw progress and the last. With `tail` (e.g.
+    its rate between the last poll before any progress (else the first) and the last poll
+    that saw progress. With `tail` (e.g.
     recommendations, which trail the updates that cause them), polling goes on until no
     ranking is pending and the tail counter stood still for TAIL_STILL_S; its rate is over
     the first update to its own last change."""
@@ -177,7 +178,7 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
     while time.monotonic() < deadline:
         now = time.monotonic()
         sample = {k: total(workers, k) for k in names}
-        if sample[name] > 0 and first is None:
+        if sample[name] == 0 or first is None:
             first = (now, sample)
         if sample[name] > previous:
             previous, stalled_since = sample[name], now
