@@ -36,8 +36,12 @@ class Engine:
     model_version = "fake"
     encoder = None
 
-    def observe(self, profile: Any, event: Any, *, review_vector: Any = None) -> dict[str, Any]:
+    def observe(self, profile: Any, event: Any, *, review_vector: Any = None,
+                text_later: bool = False) -> dict[str, Any]:
         return {"events": [event.event_id]}
+
+    def flush_store(self) -> None:
+        pass
 
     def recommend(self, user_id: str, profile: Any, k: int, **kwargs: Any) -> list[Recommended]:
         return [Recommended("a", 1.0, "new", "A", "en")]
