@@ -362,10 +362,10 @@ class Recommender:
         (only active items with a vector are searchable)."""
         c = self.catalog
         rows = [r for r in sorted(self._unpushed) if c.active[r] and c.vec[r].any()]
-        self._unpushed.clear()
         self.store.upsert([ItemPoint(c.index.ids[r], c.vec[r].copy(), {
             "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r]),
             "n": int(c.n_events[r])}) for r in rows])
+        self._unpushed.clear()  # only once written: a store outage must not drop them
 
     def _context(self, profile: Profile | None, query: np.ndarray | None) -> UserContext:
         ctx = UserContext(interest=profiles.interest_vector(profile),
