@@ -369,7 +369,10 @@ class Pipeline:
         delay = BACKOFF_START_S
         while True:
             profiles = {uid: env["p"] for uid, env in envelopes.items() if env}
-            results = await self.runner.observe(events, profiles)
+            try:
+                results = await self.runner.observe(events, profiles)
+            except Exception as exc:  # the batch's store write failed: no event was kept
+                results = [exc] * len(events)
             if not any(isinstance(r, Exception) for r in results) or await self.runner.store_answers():
                 return results
             log.warning("vector store unavailable; retrying %d user events in %.1fs", len(events), delay)

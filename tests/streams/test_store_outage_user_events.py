@@ -64,3 +64,21 @@ async def test_an_event_that_fails_with_the_store_up_is_returned_for_the_dead_le
     event = ClickEvent(event_id="e1", user_id="u1", item_id="i1", ts=time.time())
     (result,) = await pipe._observe([event], {})
     assert isinstance(result, ValueError) and pipe.runner.attempts == 1  # type: ignore[attr-defined]
+
+
+async def test_a_batch_whose_store_write_raises_waits_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine writes the store once per batch: an outage raises for the whole batch."""
+    monkeypatch.setattr(agents, "BACKOFF_START_S", 0.01)
+
+    class Raising(Runner):
+        async def observe(self, events: list[Any], profiles: dict[str, Any]) -> list[Any]:
+            if self.down:
+                self.attempts += 1
+                raise ConnectionError("store refused")
+            return await super().observe(events, profiles)
+
+    pipe = Pipeline.__new__(Pipeline)
+    pipe.runner = Raising(down=2)  # type: ignore[assignment]
+    event = ClickEvent(event_id="e1", user_id="u1", item_id="i1", ts=time.time())
+    (result,) = await pipe._observe([event], {}, )
+    assert result == {"events": ["e1"], "base": None}
