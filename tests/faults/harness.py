@@ -323,23 +323,27 @@ def count_applied(table: dict[str, dict[str, Any]], expected: dict[str, list[str
     return problems
 
 
-def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> tuple[list[str], float]:
-    """Differences in what the users' own events decide, and the lowest interest cosine."""
+def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Differences in what the users' own events decide, and vector figures: the lowest
+    interest cosine, and how many users' own-review vectors are on one side only (review
+    texts are folded in by a best-effort lane after the update, so a crash may drop some)."""
     problems = []
     if set(table) != set(reference):
         problems.append(f"users differ: {len(set(table) ^ set(reference))} only on one side")
     cosines = []
+    own_one_side = 0
     for user in set(table) & set(reference):
         mine, ref = table[user]["p"], reference[user]["p"]
         for name in OWN_FIELDS:
             if mine.get(name) != ref.get(name):
                 problems.append(f"{user}.{name}: {mine.get(name)!r} != reference {ref.get(name)!r}")
-        for name in ("interest", "own"):
-            if (mine.get(name) is None) != (ref.get(name) is None):
-                problems.append(f"{user}.{name}: present on one side only")
-            elif mine.get(name) is not None:
-                cosines.append(float(decode_vector(mine[name]) @ decode_vector(ref[name])))
-    return problems, min(cosines, default=1.0)
+        if (mine.get("interest") is None) != (ref.get("interest") is None):
+            problems.append(f"{user}.interest: present on one side only")
+        elif mine.get("interest") is not None:
+            cosines.append(float(decode_vector(mine["interest"]) @ decode_vector(ref["interest"])))
+        own_one_side += (mine.get("own") is None) != (ref.get("own") is None)
+    return problems, {"min_interest_cosine": round(min(cosines, default=1.0), 3),
+                      "own_text_vector_on_one_side": own_one_side}
 
 
 def dead_letters(settings: Settings) -> list[Any]:

@@ -75,8 +75,8 @@ def test_workers_join_and_one_dies_mid_stream(reference: Reference, kafka_bootst
                       extra={**{k.replace(" ", "_"): v for k, v in moments.items()},
                              "caught_up_after_s": round(waited, 1)})
     problems = count_applied(table, stream.expected(), figures)
-    diff, min_cos = compare_tables(table, reference.table)
-    figures.extra["min_interest_cosine"] = round(min_cos, 3)
+    diff, vectors = compare_tables(table, reference.table)
+    figures.extra.update(vectors)
     figures.print()
     assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
     assert not diff, diff[:5]
