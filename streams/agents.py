@@ -547,10 +547,16 @@ class Pipeline:
             await self.runner.optimize_store()
 
     async def snapshot(self) -> None:
-        """Engine state, then the catalog offsets it holds (taken first: at worst older)."""
+        """Engine state, then the catalog offsets it holds (taken first: at worst older). A
+        failed snapshot (the engine flushes the vector store first, which may be away) is
+        logged and left to the next one: a timer that raises would crash the worker."""
         if self.snapshot_path is not None:
             resume = Resume(dict(self.feed.applied), self.event_time)
-            await self.runner.snapshot(self.snapshot_path)
+            try:
+                await self.runner.snapshot(self.snapshot_path)
+            except Exception as exc:
+                log.warning("engine snapshot failed (%s: %s); the next one retries", type(exc).__name__, exc)
+                return
             save_resume(self.snapshot_path, resume)
 
     async def sample_lag(self) -> None:

@@ -325,24 +325,25 @@ def count_applied(table: dict[str, dict[str, Any]], expected: dict[str, list[str
 
 def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """Differences in what the users' own events decide, and vector figures: the lowest
-    interest cosine, and how many users' own-review vectors are on one side only (review
-    texts are folded in by a best-effort lane after the update, so a crash may drop some)."""
+    interest cosine, and how many users' vectors are on one side only. Vectors are reported,
+    not compared: they depend on which items and review texts the worker had folded in when
+    the event was applied (review texts go through a best-effort lane after the update)."""
     problems = []
     if set(table) != set(reference):
         problems.append(f"users differ: {len(set(table) ^ set(reference))} only on one side")
     cosines = []
-    own_one_side = 0
+    interest_one_side = own_one_side = 0
     for user in set(table) & set(reference):
         mine, ref = table[user]["p"], reference[user]["p"]
         for name in OWN_FIELDS:
             if mine.get(name) != ref.get(name):
                 problems.append(f"{user}.{name}: {mine.get(name)!r} != reference {ref.get(name)!r}")
-        if (mine.get("interest") is None) != (ref.get("interest") is None):
-            problems.append(f"{user}.interest: present on one side only")
-        elif mine.get("interest") is not None:
+        if mine.get("interest") is not None and ref.get("interest") is not None:
             cosines.append(float(decode_vector(mine["interest"]) @ decode_vector(ref["interest"])))
+        interest_one_side += (mine.get("interest") is None) != (ref.get("interest") is None)
         own_one_side += (mine.get("own") is None) != (ref.get("own") is None)
     return problems, {"min_interest_cosine": round(min(cosines, default=1.0), 3),
+                      "interest_vector_on_one_side": interest_one_side,
                       "own_text_vector_on_one_side": own_one_side}
 
 
@@ -380,9 +381,9 @@ def feed_items(settings: Settings, stream: Stream, workers: list[Worker], timeou
     """Produce every item and wait until the group validated them and every worker's catalog
     holds them, so that reviews find their item in every run (vectors depend less on timing)."""
     produce(settings, stream.items)
-    since = time.time()
     wait_consumed(settings, [settings.topic("items")], timeout, workers)
-    wait_catalog(workers, since, timeout)
+    time.sleep(1.0)  # the feeds fetch every 50 ms: by now their high watermarks include the items
+    wait_catalog(workers, time.time(), timeout)
 
 
 def wait_recommended(settings: Settings, last_event: dict[str, str], timeout: float = 60.0) -> dict[str, Recommendation]:
