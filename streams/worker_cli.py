@@ -8,6 +8,7 @@ and reported as one clear line with a non-zero exit.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -71,6 +72,9 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     encoder = load_default_encoder(device=settings.device, max_tokens=settings.encoder_max_tokens,
                                    threads=settings.encoder_threads or WORKER_ENCODER_THREADS,
                                    cache_dir=settings.cache_dir)
+    # qdrant-client warns when it cannot read a server's version; a server that does not answer
+    # is reported by the one-line error below, which the warning would only bury.
+    warnings.filterwarnings("ignore", message="Failed to obtain server version", category=UserWarning)
     store = open_store(settings, encoder.dim)
     recommender = Recommender(store=store, encoder=encoder)
     snap = snapshot_path(settings.data_dir, settings.group_id)

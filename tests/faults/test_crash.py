@@ -6,18 +6,34 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from streams.producer import EventProducer
+from streams.settings import Settings
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (Figures, Worker, compare_tables, count_applied, dead_letters,
-                                  fault_settings, feed_items, produce, progress, read_table,
+from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, compare_tables, count_applied,
+                                  dead_letters, fault_settings, feed_items, progress, read_table,
                                   steam_stream, wait_consumed, wait_recommended)
 
 pytestmark = pytest.mark.faults
+
+# Reviews per second: the replay outlasts a restart (the group first waits out the dead member).
+RATE = max(10.0, STEAM_EVENTS / 120)
+
+
+def replay(settings: Settings, stream: Stream) -> None:
+    """Produce the reviews at RATE (the worker would otherwise finish before the first kill)."""
+    with EventProducer(settings) as producer:
+        for i, review in enumerate(stream.reviews):
+            producer.send(review)
+            if i % 10 == 9:
+                producer.flush()
+                time.sleep(10 / RATE)
 
 
 def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -30,7 +46,8 @@ def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str,
     try:
         worker.wait_ready()
         feed_items(settings, stream, [worker])
-        produce(settings, stream.reviews)
+        producer = threading.Thread(target=replay, args=(settings, stream), daemon=True)
+        producer.start()  # a steady stream, so that both kills land mid-replay
         topic = settings.topic("reviews")
         kills = []
         for low, high in ((0.1, 0.45), (0.55, 0.9)):
@@ -44,6 +61,7 @@ def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str,
             worker.kill()
             worker.start()
             worker.wait_ready()
+        producer.join(600)
         wait_consumed(settings, [topic], 600, [worker])
         last = {user: ids[-1] for user, ids in stream.expected().items()}
         wait_recommended(settings, last)
