@@ -400,7 +400,7 @@ def test_restart_recovers_table_store_and_engine(run: Run) -> None:
     with EventProducer(run.settings) as producer:
         producer.send(RecommendationRequest(request_id="rq-after-restart", user_id="de-fan",
                                             k=len(SPACE) + len(OTHER) - 2, ts=time.time()))
-    _, msg = run.recs.wait_for(lambda m: rec_of(m).request_id == "rq-after-restart", 60)
+    _, msg = run.recs.wait_for(lambda m: rec_of(m).request_id == "rq-after-restart", 180)
     answer = rec_of(msg)
     # every item but the two de-fan reviewed: only a recovered profile knows which those are
     assert {i.item_id for i in answer.items} == (set(SPACE) | set(OTHER)) - {"space-de-1", "space-de-2"}
