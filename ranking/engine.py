@@ -32,8 +32,9 @@ from encoders.base import Encoder
 from ranking import profile as profiles
 from ranking import reasons
 from ranking.catalog import ItemCatalog
-from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, LANG_HALF_LIVES_H, TREND_HALF_LIVES_H,
-                            HybridConfig, PairwiseScorer, Signals, UserContext, explore, mmr)
+from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURE_INDEX, FEATURES, GROUP_MATRIX,
+                            LANG_HALF_LIVES_H, TREND_HALF_LIVES_H, HybridConfig, PairwiseScorer,
+                            Signals, UserContext, explore, mmr)
 from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 from ranking.store import ItemPoint, VectorStore
 from ranking.vectors import LanguageCentering
@@ -408,11 +409,15 @@ class Recommender:
         chosen = np.zeros(s.n, bool)
 
         def take(values: np.ndarray, n: int) -> None:
-            v = np.where(ok, values, -np.inf)
-            top = np.argpartition(-v, n)[:n] if n < v.size else np.arange(v.size)
-            chosen[top[np.isfinite(v[top])]] = True
+            """Choose the n best allowed items of each column of `values` (-inf: never)."""
+            v = np.where(ok[:, None], values if values.ndim == 2 else values[:, None], -np.inf)
+            if n >= s.n:
+                chosen[np.isfinite(v).any(axis=1)] = True
+                return
+            top = np.argpartition(-v, n, axis=0)[:n]
+            chosen[top[np.isfinite(np.take_along_axis(v, top, axis=0))]] = True
 
-        for vector, scores in ((ctx.interest, s.f["content"]), (ctx.query, s.query)):
+        for vector, scores in ((ctx.interest, s["content"]), (ctx.query, s.query)):
             if vector is None or scores is None:
                 continue
             if s.n <= cfg.exact_search_items:   # exact and free: the features hold every score
@@ -425,12 +430,12 @@ class Recommender:
             hit_rows = hit_rows[hit_rows < s.n]
             chosen[hit_rows[ok[hit_rows]]] = True
         if ctx.history_rows:
-            take(s.f["cooc"], cfg.n_cooc)
-        for name in ("trend_3h", "trend_24h", "trend_168h"):
-            take(s.f[name], cfg.n_trend // 3)
+            take(s["cooc"], cfg.n_cooc)
+        take(s.x[:, [FEATURE_INDEX[name] for name in ("trend_3h", "trend_24h", "trend_168h")]],
+             cfg.n_trend // 3)
         if ctx.main_lang:
-            take(s.f["lang_trend_168h"], cfg.n_lang)
-        take(-s.f["age"], cfg.n_fresh)
+            take(s["lang_trend_168h"], cfg.n_lang)
+        take(-s["age"], cfg.n_fresh)
         return np.flatnonzero(chosen)
 
     def _learn_choice(self, user_id: str, profile: Profile | None, row: int, now: float) -> None:
@@ -452,8 +457,7 @@ class Recommender:
         personal reason (content, co-occurrence) wins when it did at least half as much as
         the strongest group: it tells the user more than "trending"."""
         contrib = weights * (x - mean_x)
-        values = {group: sum(contrib[FEATURES.index(n)] for n in names)
-                  for group, names in FEATURE_GROUPS.items()}
+        values = dict(zip(FEATURE_GROUPS, (contrib @ GROUP_MATRIX).tolist()))
         best = max(values, key=values.__getitem__)
         if values[best] <= 0:
             return "popular"

@@ -20,25 +20,44 @@ from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 TREND_HALF_LIVES_H = (3.0, 12.0, 24.0, 72.0, 168.0, 720.0)
 COOC_HALF_LIFE_H = 168.0   # recent co-occurrence: pairs that are being reviewed together now
 LANG_HALF_LIVES_H = (24.0, 168.0)
+TREND_NAMES = tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H)
+LANG_NAMES = tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H)
 
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "content": ("content", "content_own", "content_text", "content_x_hist"),
     "cooc": ("cooc", "cooc_last", "cooc_max", "cooc_recent", "next", "cooc_x_hist"),
-    "trend": tuple(f"trend_{int(h)}h" for h in TREND_HALF_LIVES_H) + ("trend_log", "trend_x_hist"),
+    "trend": TREND_NAMES + ("trend_log", "trend_x_hist"),
     # What the user's language community reviews now; deliberately no "share of the item's
     # reviews in the user's language", which penalises every cross-lingual pick.
-    "lang": tuple(f"lang_trend_{int(h)}h" for h in LANG_HALF_LIVES_H),
+    "lang": LANG_NAMES,
     "new": ("age", "new"),
     "popular": ("pop", "pos_rate"),
 }
 FEATURES: tuple[str, ...] = tuple(f for group in FEATURE_GROUPS.values() for f in group)
+FEATURE_INDEX: dict[str, int] = {name: j for j, name in enumerate(FEATURES)}
+# [len(FEATURES), len(FEATURE_GROUPS)] 0/1: which group each feature adds to (reasons)
+GROUP_MATRIX = np.asarray([[name in names for names in FEATURE_GROUPS.values()] for name in FEATURES],
+                          np.float64)
 # `*_x_hist` features are a signal times the user's history depth (0..1): with pairwise
 # differences they let the learnt weight of that signal depend on how much we know of the user.
 HISTORY_DEPTH = 20
+HIST_COLS = [FEATURE_INDEX[f"{base}_x_hist"] for base in ("content", "cooc", "trend")]
+HIST_BASE_COLS = [FEATURE_INDEX[base] for base in ("content", "cooc", "trend_24h")]
 # Until the learner has seen `warmup_pairs` pairs, rank with this neutral start: every main
 # signal counts the same. Not fitted to any data; the learnt weights replace it.
 VARIANCE_FLOOR = 1e-2   # features are O(1) (shares of the top item, cosines, logs)
 PRIOR_WEIGHTS = {"content": 1.0, "cooc": 1.0, "trend_24h": 1.0, "lang_trend_168h": 1.0}
+
+
+def _col(name: str) -> int:
+    return FEATURE_INDEX[name]
+
+
+def _span(names: tuple[str, ...]) -> slice:
+    """The columns of features that sit next to each other in FEATURES, in that order."""
+    start = FEATURE_INDEX[names[0]]
+    assert FEATURES[start:start + len(names)] == names, names
+    return slice(start, start + len(names))
 
 
 @dataclass(frozen=True)
@@ -83,58 +102,66 @@ class UserContext:
 
 
 class Signals:
-    """Every feature for every known item at one instant (arrays of the catalog's length)."""
+    """Every feature for every known item at one instant, as one [n, len(FEATURES)] matrix.
+
+    Built with a few whole-catalog operations (a block of columns at a time) rather than one
+    array per feature, because at catalog sizes of a few thousand items numpy's per-call
+    overhead, not arithmetic, is what an event costs; the scorer then reads rows of it.
+    """
 
     def __init__(self, catalog: ItemCatalog, trend: DecayedCounts,
                  lang_trend: dict[str, DecayedCounts], cooc: CoCounts, cooc_recent: CoCounts,
                  transitions: Transitions, ctx: UserContext, now: float, new_item_hours: float) -> None:
         n = len(catalog)
         self.n = n
+        self.x = x = np.zeros((n, len(FEATURES)), order="F")   # columns contiguous
         vec = catalog.vec[:n]
-        zeros = np.zeros(n, np.float32)
-        self.f: dict[str, np.ndarray] = {}
-        self.f["content"] = vec @ ctx.interest if ctx.interest is not None else zeros
-        self.f["content_own"] = vec @ ctx.own if ctx.own is not None else zeros
-        self.f["content_text"] = (catalog.text_vec[:n] @ ctx.interest
-                                  if ctx.interest is not None else zeros)
+        if ctx.interest is not None:
+            x[:, _col("content")] = vec @ ctx.interest
+            x[:, _col("content_text")] = catalog.text_vec[:n] @ ctx.interest
+        if ctx.own is not None:
+            x[:, _col("content_own")] = vec @ ctx.own
         self.query = vec @ ctx.query if ctx.query is not None else None
         rows, weights = ctx.history_rows, ctx.history_weights
-        pos_w = [max(w, 0.0) for w in weights]
-        total, best = cooc.scores(rows, n, pos_w)
-        last, _ = cooc.scores(rows[-3:], n, pos_w[-3:])
-        self.f["cooc"], self.f["cooc_last"], self.f["cooc_max"] = _rel(total), _rel(last), best
-        self.f["cooc_recent"] = _rel(cooc_recent.scores(rows, n, pos_w, cosine=False)[0])
-        self.f["next"] = _rel(transitions.scores(rows[-3:], n))
+        if rows:
+            pos_w = [max(w, 0.0) for w in weights]
+            total, best = cooc.scores(rows, n, pos_w)
+            last, _ = cooc.scores(rows[-3:], n, pos_w[-3:])
+            recent, _ = cooc_recent.scores(rows, n, pos_w, cosine=False)
+            x[:, _span(("cooc", "cooc_last"))] = _rel(np.stack([total, last], axis=1))
+            x[:, _col("cooc_max")] = best
+            x[:, _col("cooc_recent")] = _rel(recent[:, None])[:, 0]
+            x[:, _col("next")] = _rel(transitions.scores(rows[-3:], n)[:, None])[:, 0]
         counts = trend.values(now, n)
-        for j, h in enumerate(TREND_HALF_LIVES_H):
-            self.f[f"trend_{int(h)}h"] = _rel(counts[:, j])
-        self.f["trend_log"] = np.log((counts[:, 2] + 0.01) / (trend.totals(now)[2] + 1.0))
+        x[:, _span(TREND_NAMES)] = _rel(counts)
+        x[:, _col("trend_log")] = np.log((counts[:, 2] + 0.01) / (trend.totals(now)[2] + 1.0))
         lang_counter = lang_trend.get(ctx.main_lang or "")
-        lang_counts = (lang_counter.values(now, n) if lang_counter is not None
-                       else np.zeros((n, len(LANG_HALF_LIVES_H))))
-        for j, h in enumerate(LANG_HALF_LIVES_H):
-            self.f[f"lang_trend_{int(h)}h"] = _rel(lang_counts[:, j])
+        if lang_counter is not None:
+            x[:, _span(LANG_NAMES)] = _rel(lang_counter.values(now, n))
         n_events = catalog.n_events[:n].astype(np.float32)
         age_h = np.maximum(now - catalog.first_ts[:n], 0.0) / HOUR
-        self.f["age"] = np.log1p(age_h)
-        self.f["new"] = (age_h < new_item_hours).astype(np.float32)
-        self.f["pop"] = np.log1p(n_events)
-        self.f["pos_rate"] = (catalog.n_pos[:n] + 1.0) / (n_events + 2.0)
+        x[:, _col("age")] = np.log1p(age_h)
+        x[:, _col("new")] = age_h < new_item_hours
+        x[:, _col("pop")] = np.log1p(n_events)
+        x[:, _col("pos_rate")] = (catalog.n_pos[:n] + 1.0) / (n_events + 2.0)
         depth = min(len(rows), HISTORY_DEPTH) / HISTORY_DEPTH
-        for name, base in (("content_x_hist", "content"), ("cooc_x_hist", "cooc"),
-                           ("trend_x_hist", "trend_24h")):
-            self.f[name] = self.f[base] * depth
+        x[:, HIST_COLS] = x[:, HIST_BASE_COLS].astype(np.float32) * np.float32(depth)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """One feature for every item (a view)."""
+        return self.x[:, _col(name)]
 
     def matrix(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), len(FEATURES)] float64."""
-        return np.stack([self.f[name][rows] for name in FEATURES], axis=1).astype(np.float64)
+        return self.x[rows]
 
 
 def _rel(values: np.ndarray) -> np.ndarray:
-    """Scaled to the best item's value at this instant (1 = the top item), so the learner
-    compares like with like across users, history lengths and stream volumes."""
-    top = float(values.max()) if values.size else 0.0
-    return (values / top).astype(np.float32) if top > 0 else np.zeros(values.shape, np.float32)
+    """Each column scaled to its best item's value at this instant (1 = the top item), so the
+    learner compares like with like across users, history lengths and stream volumes."""
+    top = values.max(axis=0) if values.shape[0] else np.zeros(values.shape[1:])
+    scaled = values / np.where(top > 0, top, 1.0)
+    return np.where(top > 0, scaled, 0.0).astype(np.float32)
 
 
 class PairwiseScorer:

@@ -1,0 +1,98 @@
+"""The ranker's fast paths against straightforward references: the feature matrix built a
+block of columns at a time."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from ranking.engine import Recommender
+from ranking.hybrid import (FEATURES, HISTORY_DEPTH, LANG_HALF_LIVES_H, TREND_HALF_LIVES_H,
+                            Signals, UserContext)
+from ranking.memory_store import MemoryStore
+from ranking.signals import HOUR
+from streams.schemas import ItemEvent, ReviewEvent
+from tests.ranking.fakes import FakeEncoder
+
+T0 = 1.6e9
+THEMES = ["space ship stars", "farm cows harvest", "zombie horror dark", "racing cars speed"]
+LANGS = ["de", "en", "ja", "ko"]
+
+
+# ---- features -------------------------------------------------------------------------------
+def _rel(values: np.ndarray) -> np.ndarray:
+    top = float(values.max()) if values.size else 0.0
+    return (values / top).astype(np.float32) if top > 0 else np.zeros(values.shape, np.float32)
+
+
+def _reference_features(rec: Recommender, ctx: UserContext, now: float) -> np.ndarray:
+    """Every feature computed on its own, as one array per feature (the plain definition)."""
+    c, n = rec.catalog, len(rec.catalog)
+    zeros = np.zeros(n, np.float32)
+    f: dict[str, np.ndarray] = {}
+    f["content"] = c.vec[:n] @ ctx.interest if ctx.interest is not None else zeros
+    f["content_own"] = c.vec[:n] @ ctx.own if ctx.own is not None else zeros
+    f["content_text"] = c.text_vec[:n] @ ctx.interest if ctx.interest is not None else zeros
+    rows, pos_w = ctx.history_rows, [max(w, 0.0) for w in ctx.history_weights]
+    total, best = rec.cooc.scores(rows, n, pos_w)
+    last, _ = rec.cooc.scores(rows[-3:], n, pos_w[-3:])
+    f["cooc"], f["cooc_last"], f["cooc_max"] = _rel(total), _rel(last), best
+    f["cooc_recent"] = _rel(rec.cooc_recent.scores(rows, n, pos_w, cosine=False)[0])
+    f["next"] = _rel(rec.transitions.scores(rows[-3:], n))
+    counts = rec.trend.values(now, n)
+    for j, h in enumerate(TREND_HALF_LIVES_H):
+        f[f"trend_{int(h)}h"] = _rel(counts[:, j])
+    f["trend_log"] = np.log((counts[:, 2] + 0.01) / (rec.trend.totals(now)[2] + 1.0))
+    lang_counts = rec.lang_trend[ctx.main_lang].values(now, n)
+    for j, h in enumerate(LANG_HALF_LIVES_H):
+        f[f"lang_trend_{int(h)}h"] = _rel(lang_counts[:, j])
+    n_events = c.n_events[:n].astype(np.float32)
+    age_h = np.maximum(now - c.first_ts[:n], 0.0) / HOUR
+    f["age"], f["new"] = np.log1p(age_h), (age_h < 48.0).astype(np.float32)
+    f["pop"], f["pos_rate"] = np.log1p(n_events), (c.n_pos[:n] + 1.0) / (n_events + 2.0)
+    depth = min(len(rows), HISTORY_DEPTH) / HISTORY_DEPTH
+    for name, base in (("content_x_hist", "content"), ("cooc_x_hist", "cooc"), ("trend_x_hist", "trend_24h")):
+        f[name] = f[base] * depth
+    return np.stack([f[name] for name in FEATURES], axis=1).astype(np.float64)
+
+
+def _busy_engine() -> tuple[Recommender, dict[str, dict]]:
+    """Sixteen items in four themes and languages, reviewed by users who stick to a theme."""
+    enc = FakeEncoder(32)
+    rec = Recommender(MemoryStore(32), enc, seed=0)
+    rec.upsert_items([ItemEvent(item_id=f"{t}-{i}", title=f"{THEMES[t]} {i}", lang=LANGS[t],
+                                description=THEMES[t], ts=T0) for t in range(4) for i in range(4)])
+    rng = random.Random(1)
+    profiles: dict[str, dict] = {}
+    for n in range(300):
+        user = f"u{n % 23}"
+        theme = n % 23 % 4 if rng.random() < 0.8 else rng.randrange(4)
+        e = ReviewEvent(event_id=f"r{n}", user_id=user, item_id=f"{theme}-{rng.randrange(4)}",
+                        ts=T0 + 600 * n, text=THEMES[theme], lang=LANGS[n % 23 % 4],
+                        voted_up=rng.random() < 0.8)
+        profiles[user] = rec.observe(profiles.get(user), e)
+    return rec, profiles
+
+
+def test_feature_matrix_equals_the_per_feature_definition() -> None:
+    rec, profiles = _busy_engine()
+    now = T0 + 600 * 300
+    for user in ("u0", "u5", "u22"):
+        ctx = rec._context(profiles[user], None)
+        signals = Signals(rec.catalog, rec.trend, rec.lang_trend, rec.cooc, rec.cooc_recent,
+                          rec.transitions, ctx, now, 48.0)
+        rows = np.arange(len(rec.catalog))
+        expected = _reference_features(rec, ctx, now)
+        assert np.count_nonzero(expected.any(axis=0)) >= len(FEATURES) - 1  # "new" may be all 0
+        np.testing.assert_array_equal(signals.matrix(rows), expected)
+        np.testing.assert_array_equal(signals["cooc"], expected[:, FEATURES.index("cooc")])
+
+
+def test_empty_catalog_has_an_empty_matrix_and_no_candidates() -> None:
+    rec = Recommender(MemoryStore(8), None)
+    ctx = rec._context(None, None)
+    signals = rec._signals("u", None, ctx, T0, None)
+    assert signals.matrix(np.arange(0)).shape == (0, len(FEATURES))
+    assert rec._candidates(signals, ctx, set(), None).size == 0
+    assert rec.recommend("u", None, now=T0) == []
