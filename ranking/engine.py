@@ -44,7 +44,7 @@ Profile = dict[str, Any]
 UserEvent = ClickEvent | ReviewEvent
 
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2   # 2: the scorer keeps the pairs of its unfinished mini-batch
 MAX_REVIEW_CHARS = 2_000   # enough for the encoder's token budget; bounds tokenizer work
 
 

@@ -89,7 +89,7 @@ def test_query_and_language_filter() -> None:
 
 
 def test_learns_online_and_feedback_moves_weights() -> None:
-    rec = _engine(warmup_pairs=0)
+    rec = _engine(warmup_pairs=0, learn_batch=1)   # every event moves the weights
     events = [_review(n, f"u{n % 5}", item, "en") for n, item in
               enumerate(["s-de", "s-ko", "s-fr", "f-en", "f-ja", "z-en"] * 5, 1)]
     profiles = _feed(rec, events)
