@@ -32,7 +32,7 @@ from encoders.base import Encoder
 from ranking import profile as profiles
 from ranking import reasons
 from ranking.catalog import ItemCatalog
-from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURE_INDEX, FEATURES, GROUP_MATRIX,
+from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, GROUP_MATRIX,
                             LANG_HALF_LIVES_H, TREND_HALF_LIVES_H, HybridConfig, PairwiseScorer,
                             Signals, UserContext, explore, mmr)
 from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
@@ -409,13 +409,9 @@ class Recommender:
         chosen = np.zeros(s.n, bool)
 
         def take(values: np.ndarray, n: int) -> None:
-            """Choose the n best allowed items of each column of `values` (-inf: never)."""
-            v = np.where(ok[:, None], values if values.ndim == 2 else values[:, None], -np.inf)
-            if n >= s.n:
-                chosen[np.isfinite(v).any(axis=1)] = True
-                return
-            top = np.argpartition(-v, n, axis=0)[:n]
-            chosen[top[np.isfinite(np.take_along_axis(v, top, axis=0))]] = True
+            v = np.where(ok, values, -np.inf)
+            top = np.argpartition(-v, n)[:n] if n < v.size else np.arange(v.size)
+            chosen[top[np.isfinite(v[top])]] = True
 
         for vector, scores in ((ctx.interest, s["content"]), (ctx.query, s.query)):
             if vector is None or scores is None:
@@ -431,8 +427,8 @@ class Recommender:
             chosen[hit_rows[ok[hit_rows]]] = True
         if ctx.history_rows:
             take(s["cooc"], cfg.n_cooc)
-        take(s.x[:, [FEATURE_INDEX[name] for name in ("trend_3h", "trend_24h", "trend_168h")]],
-             cfg.n_trend // 3)
+        for name in ("trend_3h", "trend_24h", "trend_168h"):
+            take(s[name], cfg.n_trend // 3)
         if ctx.main_lang:
             take(s["lang_trend_168h"], cfg.n_lang)
         take(-s["age"], cfg.n_fresh)
