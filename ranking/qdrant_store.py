@@ -45,6 +45,13 @@ def _payload(point: ItemPoint) -> dict[str, Any]:
     return {**point.payload, ITEM_ID_KEY: point.item_id}
 
 
+def _to_point(record: Any) -> tuple[str, ItemPoint]:
+    """A retrieved Qdrant record (edge or client) as (item_id, ItemPoint)."""
+    payload = dict(record.payload or {})
+    item_id = payload[ITEM_ID_KEY]
+    return item_id, ItemPoint(item_id, np.asarray(record.vector, dtype=np.float32), payload)
+
+
 class EdgeStore:
     """The Qdrant engine in-process, on disk under `path` (one process owns a shard path).
 
@@ -112,12 +119,7 @@ class EdgeStore:
         if not item_ids:
             return {}
         records = self._shard.retrieve([point_id(i) for i in item_ids], with_payload=True, with_vector=True)
-        out = {}
-        for rec in records:
-            payload = dict(rec.payload or {})
-            item_id = payload[ITEM_ID_KEY]
-            out[item_id] = ItemPoint(item_id, np.asarray(rec.vector, dtype=np.float32), payload)
-        return out
+        return dict(_to_point(rec) for rec in records)
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
                langs: Collection[str] | None = None) -> list[Hit]:
@@ -199,12 +201,7 @@ class ServerStore:
             return {}
         records = self._client.retrieve(self.collection, [point_id(i) for i in item_ids],
                                         with_payload=True, with_vectors=True)
-        out = {}
-        for rec in records:
-            payload = dict(rec.payload or {})
-            item_id = payload[ITEM_ID_KEY]
-            out[item_id] = ItemPoint(item_id, np.asarray(rec.vector, dtype=np.float32), payload)
-        return out
+        return dict(_to_point(rec) for rec in records)
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
                langs: Collection[str] | None = None) -> list[Hit]:

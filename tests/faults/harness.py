@@ -347,6 +347,22 @@ def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[s
                       "own_text_vector_on_one_side": own_one_side}
 
 
+def check_against_reference(figures: Figures, table: dict[str, dict[str, Any]], stream: "Stream",
+                            reference: dict[str, dict[str, Any]], stale: list[str] | None = None) -> None:
+    """Count, print and assert the figures of a run that must equal the uninterrupted reference:
+    nothing lost or applied twice, the same decisions per user, and (when given) no user whose
+    latest recommendation predates their last event."""
+    problems = count_applied(table, stream.expected(), figures)
+    diff, vectors = compare_tables(table, reference)
+    figures.extra.update(vectors)
+    if stale is not None:
+        figures.extra["stale_latest_recommendations"] = len(stale)
+    figures.print()
+    assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
+    assert not diff, diff[:5]
+    assert not stale, f"latest recommendation older than the user's last event, e.g. {(stale or [])[:3]}"
+
+
 def dead_letters(settings: Settings) -> list[Any]:
     return read_topic(settings, settings.topic("dlq"))
 

@@ -12,7 +12,7 @@ import pytest
 from streams.producer import EventProducer
 from streams.topics import create_topics
 from tests.faults.conftest import PrivateBroker, Reference
-from tests.faults.harness import (Figures, Worker, compare_tables, count_applied, dead_letters,
+from tests.faults.harness import (Figures, Worker, check_against_reference, dead_letters,
                                   fault_settings, feed_items, read_table, steam_stream, wait_consumed)
 
 pytestmark = pytest.mark.faults
@@ -60,9 +60,4 @@ def test_broker_restart_while_events_flow(private_broker: PrivateBroker, referen
     table = read_table(settings)
     figures = Figures("broker restart", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
                       extra={"broker_away_s": round(restarted_s, 1), "caught_up_after_s": round(waited, 1)})
-    problems = count_applied(table, stream.expected(), figures)
-    diff, vectors = compare_tables(table, reference.table)
-    figures.extra.update(vectors)
-    figures.print()
-    assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
-    assert not diff, diff[:5]
+    check_against_reference(figures, table, stream, reference.table)

@@ -16,7 +16,7 @@ from streams.producer import EventProducer
 from streams.settings import Settings
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, compare_tables, count_applied,
+from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, check_against_reference,
                                   dead_letters, fault_settings, feed_items, progress, read_table,
                                   stale_recommendations, steam_stream, wait_consumed)
 
@@ -69,11 +69,4 @@ def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str,
     table = read_table(settings)
     figures = Figures("crash", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
                       extra={"seed": seed, "killed_at_committed": kills})
-    problems = count_applied(table, stream.expected(), figures)
-    diff, vectors = compare_tables(table, reference.table)
-    figures.extra.update(vectors)
-    figures.extra["stale_latest_recommendations"] = len(stale)
-    figures.print()
-    assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
-    assert not diff, diff[:5]
-    assert not stale, f"latest recommendation older than the user's last event, e.g. {stale[:3]}"
+    check_against_reference(figures, table, stream, reference.table, stale)

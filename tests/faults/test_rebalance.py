@@ -14,7 +14,7 @@ import pytest
 from streams.producer import EventProducer
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (Figures, Worker, compare_tables, count_applied, dead_letters,
+from tests.faults.harness import (Figures, Worker, check_against_reference, dead_letters,
                                   fault_settings, feed_items, read_table, stale_recommendations,
                                   steam_stream, wait_consumed)
 
@@ -74,11 +74,4 @@ def test_workers_join_and_one_dies_mid_stream(reference: Reference, kafka_bootst
     figures = Figures("rebalance", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
                       extra={**{k.replace(" ", "_"): v for k, v in moments.items()},
                              "caught_up_after_s": round(waited, 1)})
-    problems = count_applied(table, stream.expected(), figures)
-    diff, vectors = compare_tables(table, reference.table)
-    figures.extra.update(vectors)
-    figures.extra["stale_latest_recommendations"] = len(stale)
-    figures.print()
-    assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
-    assert not diff, diff[:5]
-    assert not stale, f"latest recommendation older than the user's last event, e.g. {stale[:3]}"
+    check_against_reference(figures, table, stream, reference.table, stale)
