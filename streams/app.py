@@ -16,6 +16,7 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from streams.recovery import XlrecTableManager
 from streams.settings import Settings
 
 # Faust's default commit interval (2.8 s) is what a crash may replay; the users table is
@@ -114,6 +115,7 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
         autodiscover=False,
         stream_recovery_delay=0.0,
         table_cleanup_interval=60.0,
+        TableManager=XlrecTableManager,
     )
     conf.update(overrides)
     return faust.App(settings.group_id, **conf)

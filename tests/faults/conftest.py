@@ -85,22 +85,3 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
     finally:
         broker.stop(data_dir)
 
-
-# Known failures after the review-text lane landed (issue 8): profiles compared against the
-# uninterrupted reference run differ in the `interest` vector of some users, and a restored
-# or outage-hit worker answers only part of the users in time. Tracked in issue 7 (left open):
-# these stay in the suite, run every time, and report XPASS once fixed.
-KNOWN_FAILURES = {
-    "test_broker_restart_while_events_flow": "interest vectors differ from the reference run after a broker restart",
-    "test_an_empty_state_dir_rebuilds_the_users_table_from_the_changelog": "a rebuilt worker answers only part of the users in time",
-    "test_sigkill_twice_during_replay": "interest vectors differ from the reference run after SIGKILL",
-    "test_workers_join_and_one_dies_mid_stream": "interest vectors differ from the reference run after a rebalance",
-    "test_items_and_reviews_survive_a_qdrant_outage": "the worker gives up on an unreachable Qdrant server instead of waiting",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        reason = KNOWN_FAILURES.get(item.originalname if isinstance(item, pytest.Function) else item.name)
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=f"issue 7, open: {reason}", strict=False))
