@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from ranking.engine import Recommended
+from streams import metrics
 from streams.agents import ImpressionTracker, LatestRecommendations, Pipeline, already_applied
 from streams.app import broker_credentials, broker_urls, build_app, changelog_name
 from streams.coalesce import RankScheduler
@@ -169,6 +170,19 @@ async def test_click_updates_the_users_table_with_offsets(pipeline: Pipeline, en
     assert (partition, key) == (2, "u1") and value == envelope  # changelog on the source partition
     assert orjson.loads(orjson.dumps(envelope)) == envelope  # plain JSON, nothing pickled
     assert len(pipeline.scheduler) == 1
+
+
+async def test_events_are_counted_per_topic_once_per_batch(pipeline: Pipeline,
+                                                           users_agent: Any) -> None:
+    def processed(kind: str) -> float:
+        return metrics.EVENTS_PROCESSED.labels(topic=kind)._value.get()  # type: ignore[attr-defined]
+
+    before = {kind: processed(kind) for kind in ("clicks", "reviews")}
+    await put(users_agent, "t.clicks", click("c1"), "u1", offset=1)
+    await put(users_agent, "t.clicks", b"not json", b"u2", offset=2)  # dead-lettered, still processed
+    await put(users_agent, "t.reviews", review("r1"), "u1", offset=3)
+    await asyncio.sleep(0.1)
+    assert processed("clicks") - before["clicks"] == 2 and processed("reviews") - before["reviews"] == 1
 
 
 async def test_redelivered_offsets_and_duplicate_event_ids_change_nothing(

@@ -6,6 +6,8 @@ buffer is empty before its batch is acknowledged."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from streams.agents import Pipeline
@@ -19,15 +21,25 @@ def anyio_backend() -> str:
 
 
 class SlowBuffer:
-    """Like Faust's ProducerBuffer under load: each flush hands over one message and returns."""
+    """Like Faust's ProducerBuffer: writes wait in `pending` and reach the Kafka client only
+    when sent; `flush` under load gives up before the buffer is empty."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self.flushes = 0
+        self.pending: asyncio.Queue[int] = asyncio.Queue()
+        for message in range(size):
+            self.pending.put_nowait(message)
+        self.client: list[int] = []
+
+    @property
+    def size(self) -> int:
+        return self.pending.qsize()
+
+    async def _send_pending(self, message: int) -> None:
+        await asyncio.sleep(0)
+        self.client.append(message)
 
     async def flush(self) -> None:
-        self.flushes += 1
-        self.size -= 1
+        await asyncio.sleep(0)  # gave up after 0.1 s: nothing handed over
 
 
 class App:
@@ -40,4 +52,4 @@ async def test_the_batch_waits_until_every_changelog_write_left_the_buffer() -> 
     pipe = Pipeline.__new__(Pipeline)  # only the hand-over is exercised
     pipe.app = App(buffer)  # type: ignore[assignment]
     await pipe.changelog_handed_over()
-    assert buffer.size == 0 and buffer.flushes == 5
+    assert buffer.size == 0 and buffer.client == [0, 1, 2, 3, 4]  # all of them, in order
