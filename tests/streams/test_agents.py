@@ -4,6 +4,7 @@ changelog writes patched, and a fake engine that records what the agents ask of 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 
 from ranking.engine import Recommended
 from streams import metrics
-from streams.agents import ImpressionTracker, LatestRecommendations, Pipeline, already_applied
+from streams.agents import (GC_YOUNG_THRESHOLD, ImpressionTracker, LatestRecommendations, Pipeline,
+                            already_applied)
 from streams.app import broker_credentials, broker_urls, build_app, changelog_name
 from streams.coalesce import RankScheduler
 from streams.dlq import Reason, classify, dead_letter_headers, parse_headers
@@ -183,6 +185,22 @@ async def test_events_are_counted_per_topic_once_per_batch(pipeline: Pipeline,
     await put(users_agent, "t.reviews", review("r1"), "u1", offset=3)
     await asyncio.sleep(0.1)
     assert processed("clicks") - before["clicks"] == 2 and processed("reviews") - before["reviews"] == 1
+
+
+async def test_start_up_state_leaves_the_cyclic_gc_once_the_catalog_is_read(pipeline: Pipeline) -> None:
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    pipeline.feed.ready.clear()
+    settling = asyncio.create_task(pipeline.settle_memory())
+    try:
+        await asyncio.sleep(0.05)
+        assert not settling.done() and gc.get_freeze_count() == frozen  # the catalog is still loading
+        pipeline.feed.ready.set()
+        await asyncio.wait_for(settling, 5)
+        assert gc.get_freeze_count() > frozen and gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+    finally:
+        settling.cancel()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 async def test_redelivered_offsets_and_duplicate_event_ids_change_nothing(
