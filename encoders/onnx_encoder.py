@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from encoders.export import MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, read_manifest
-from encoders.text import BATCH_LIMITS, TextBatcher
+from encoders.text import BATCH_LIMITS, Batch, TextBatcher
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -114,14 +114,14 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; rows come back in input order, each of unit length."""
-        ids = self.batcher.tokenize(texts)
-        out = np.empty((len(ids), self._dim), dtype=np.float32)
-        for batch in self.batcher.batches(ids):
-            feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-            out[batch.indices] = self.session.run([OUTPUT_NAME], feed)[0]
+        out = self.batcher.embed(texts, self._dim, self._run)
         if self.variant == "fp16":   # the norm was computed in half precision
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+    def _run(self, batch: Batch) -> np.ndarray:
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        return self.session.run([OUTPUT_NAME], feed)[0]
 
     def __repr__(self) -> str:
         return (f"OnnxEncoder(name={self._name!r}, variant={self.variant!r}, "

@@ -3,7 +3,7 @@ the PyTorch reference so both see exactly the same inputs (parity and benchmark 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +104,12 @@ class TextBatcher:
                 input_ids[row, :n] = ids[i]
                 mask[row, :n] = 1
             yield Batch(np.asarray(chosen, dtype=np.int64), input_ids, mask)
+
+    def embed(self, texts: Sequence[str], dim: int, run: Callable[[Batch], np.ndarray]) -> np.ndarray:
+        """Tokenise, batch and run every batch through `run` (one model call); rows come
+        back in input order. The one loop that every engine (ONNX, PyTorch) shares."""
+        ids = self.tokenize(texts)
+        out = np.zeros((len(ids), dim), dtype=np.float32)
+        for batch in self.batches(ids):
+            out[batch.indices] = run(batch)
+        return out

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from encoders.sources import ModelSource, load_transformer, resolve_source
-from encoders.text import BATCH_LIMITS, TextBatcher
+from encoders.text import BATCH_LIMITS, Batch, TextBatcher
 
 
 class MeanPooledEncoder(torch.nn.Module):
@@ -62,11 +62,10 @@ class TorchEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; rows come back in input order."""
-        ids = self.batcher.tokenize(texts)
-        out = np.zeros((len(ids), self._dim), dtype=np.float32)
         with torch.inference_mode():
-            for batch in self.batcher.batches(ids):
-                vec = self.model(torch.from_numpy(batch.input_ids).to(self.device),
-                                 torch.from_numpy(batch.attention_mask).to(self.device))
-                out[batch.indices] = vec.float().cpu().numpy()
-        return out
+            return self.batcher.embed(texts, self._dim, self._run)
+
+    def _run(self, batch: Batch) -> np.ndarray:
+        vec = self.model(torch.from_numpy(batch.input_ids).to(self.device),
+                         torch.from_numpy(batch.attention_mask).to(self.device))
+        return vec.float().cpu().numpy()
