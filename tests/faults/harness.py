@@ -12,13 +12,7 @@ issue's full sizes.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,11 +31,11 @@ from streams.schemas import ItemEvent, Recommendation, ReviewEvent
 from streams.settings import Settings
 from streams.steam import DEFAULT_STEAM_DIR, replay_events
 from streams.topics import admin_client
+from tests.worker_process import WorkerProcess, http_get
 
 STEAM_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
 POISON_MESSAGES = int(os.environ.get("XLREC_FAULT_POISON", "1000"))
 PARTITIONS = 6
-WORKER_START_S = 180.0
 # Fields of a profile that only the user's own events decide (ranking.profile.apply_event).
 OWN_FIELDS = ("n", "n_click", "n_pos", "n_neg", "first_ts", "last_ts", "read", "written",
               "recent", "events")
@@ -51,12 +45,6 @@ WORKER_ENV = {"XLREC_ENCODER_MAX_TOKENS": "32", "XLREC_ENCODER_THREADS": "1", "X
               "XLREC_RANK_INTERVAL_S": "0.5", "XLREC_SNAPSHOT_INTERVAL_S": "5"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def fault_settings(bootstrap: str, **kwargs: Any) -> Settings:
     """A fresh deployment on the broker: its own topic prefix and consumer group."""
     tag = uuid.uuid4().hex[:8]
@@ -64,97 +52,12 @@ def fault_settings(bootstrap: str, **kwargs: Any) -> Settings:
                        "partitions": PARTITIONS, **kwargs})
 
 
-class Worker:
-    """`xlrec worker` as a subprocess (own process group, data dir, web port and log)."""
+class Worker(WorkerProcess):
+    """A worker with the fault tests' settings (small token budget, frequent snapshots)."""
 
     def __init__(self, settings: Settings, data_dir: Path, name: str = "worker",
                  env: dict[str, str] | None = None, loglevel: str = "warning") -> None:
-        self.settings = settings
-        self.loglevel = loglevel
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.log = data_dir.parent / f"{name}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("XLREC_")}
-        self.env.update(WORKER_ENV)
-        self.env.update({
-            "XLREC_BOOTSTRAP": settings.bootstrap, "XLREC_TOPIC_PREFIX": settings.topic_prefix,
-            "XLREC_GROUP_ID": settings.group_id, "XLREC_PARTITIONS": str(settings.partitions),
-            "XLREC_DATA_DIR": str(data_dir), "XLREC_WEB_PORT": str(self.port),
-            "XLREC_CACHE_DIR": str(os.environ.get("XLREC_CACHE_DIR", settings.cache_dir))})
-        for key, value in (("SECURITY_PROTOCOL", settings.security_protocol),
-                           ("SASL_MECHANISM", settings.sasl_mechanism),
-                           ("SASL_USERNAME", settings.sasl_username),
-                           ("SASL_PASSWORD", settings.sasl_password and settings.sasl_password.get_secret_value()),
-                           ("QDRANT_URL", settings.qdrant_url)):
-            if value:
-                self.env[f"XLREC_{key}"] = str(value)
-        self.env.update(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel],
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no snapshot, no flush, no commit."""
-        if self.alive():
-            assert self.proc is not None
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> int | None:
-        """SIGTERM (clean stop) and the exit code; SIGKILL after 30 s."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode if self.proc else None
-
-    def wait_exit(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def rss_mb(self) -> float:
-        """Resident memory of the worker process now."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def wait_ready(self, timeout: float = WORKER_START_S) -> None:
-        """Until the web port answers (the app runs; partitions are assigned soon after)."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.alive(), f"worker exited:\n{self.output()[-3000:]}"
-            try:
-                if http_get(self.port, "/users/nobody/recommendations")[0] == 404:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker not ready within {timeout:.0f}s:\n{self.output()[-3000:]}")
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        super().__init__(settings, data_dir, name, {**WORKER_ENV, **(env or {})}, loglevel)
 
 
 # ---- the Steam stream ----------------------------------------------------------------------

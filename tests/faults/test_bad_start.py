@@ -19,7 +19,8 @@ from ranking.qdrant_store import EdgeStore, collection_name
 from streams.settings import Settings
 from streams.topics import create_topics
 from streams.worker_cli import snapshot_path
-from tests.faults.harness import Worker, fault_settings, free_port
+from tests.faults.harness import Worker, fault_settings
+from tests.worker_process import free_port
 
 pytestmark = pytest.mark.faults
 

@@ -4,15 +4,8 @@ the HTTP API. Prints the p50/p99 of `latency_ms` (event produced -> recommendati
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +22,10 @@ from streams.producer import EventProducer
 from streams.schemas import ClickEvent, ItemEvent, Recommendation, RecommendationRequest, ReviewEvent
 from streams.settings import Settings
 from streams.topics import admin_client, create_topics
+from tests.worker_process import WorkerProcess, http_get
 
 pytestmark = pytest.mark.integration
 
-WORKER_START_S = 180.0   # the first start on a machine may export the encoder (about a minute)
 FRESH_S = 5.0            # a recommendation must follow its triggering event within this
 
 SPACE = {  # theme: space strategy
@@ -55,12 +48,6 @@ OTHER = {  # unrelated themes: baking, football, gardening
     "garden-de": ("de", "Mein Garten", "Pflanze Blumen und Gemüse und pflege deinen kleinen Garten."),
     "garden-ja": ("ja", "ひだまり庭園", "花や野菜を育てて小さな庭を手入れするのんびりゲーム。"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Collector:
@@ -114,74 +101,16 @@ def settings(kafka_bootstrap: str) -> Settings:
     return s
 
 
-class WorkerProcess:
-    """`xlrec worker` as a subprocess with its own data dir and web port."""
-
-    def __init__(self, settings: Settings, data_dir: Path) -> None:
-        self.port = free_port()
-        self.log = data_dir.parent / "worker.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("XLREC_")}
-        self.env.update({
-            "XLREC_BOOTSTRAP": settings.bootstrap, "XLREC_TOPIC_PREFIX": settings.topic_prefix,
-            "XLREC_GROUP_ID": settings.group_id, "XLREC_PARTITIONS": str(settings.partitions),
-            "XLREC_DATA_DIR": str(data_dir), "XLREC_WEB_PORT": str(self.port),
-            "XLREC_RANK_INTERVAL_S": str(settings.rank_interval_s), "XLREC_DEVICE": "cpu",
-            "XLREC_CACHE_DIR": str(os.environ.get("XLREC_CACHE_DIR", settings.cache_dir))})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        """SIGTERM (a clean stop: snapshot, flush) and the exit code."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode if self.proc else None
-
-    def wait_ready(self) -> None:
-        """The web port answers once the app runs; the group is assigned soon after."""
-        deadline = time.time() + WORKER_START_S
-        while time.time() < deadline:
-            assert self.alive(), f"worker exited:\n{self.log.read_text(errors='replace')[-3000:]}"
-            try:
-                if http_get(self.port, "/users/nobody/recommendations")[0] == 404:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"worker not ready within {WORKER_START_S:.0f}s:\n"
-                             f"{self.log.read_text(errors='replace')[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(settings, tmp_path_factory.mktemp("worker") / "data")
+    process = WorkerProcess(settings, tmp_path_factory.mktemp("worker") / "data",
+                            env={"XLREC_RANK_INTERVAL_S": str(settings.rank_interval_s), "XLREC_DEVICE": "cpu"})
     process.start()
     try:
         yield process
     finally:
         print(f"--- worker log tail ---\n{process.log.read_text(errors='replace')[-4000:]}")  # on failure
         process.stop()
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def wait_consumed(settings: Settings, topic: str, timeout: float = 30.0) -> None:
