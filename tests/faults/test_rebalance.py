@@ -14,13 +14,15 @@ import pytest
 from streams.producer import EventProducer
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (Figures, Worker, check_against_reference, dead_letters,
+from tests.faults.harness import (STEAM_EVENTS, Figures, Worker, check_against_reference, dead_letters,
                                   fault_settings, feed_items, read_table, stale_recommendations,
                                   steam_stream, wait_consumed)
 
 pytestmark = pytest.mark.faults
 
-RATE = 30.0  # reviews per second: the stream outlasts two worker starts and a kill
+# Reviews per second: the stream outlasts two worker starts and a kill, and a full-size run
+# (XLREC_FAULT_EVENTS=20000) still replays in about two minutes.
+RATE = max(30.0, STEAM_EVENTS / 120)
 
 
 def test_workers_join_and_one_dies_mid_stream(reference: Reference, kafka_bootstrap: str, tmp_path: Path) -> None:
