@@ -2,7 +2,8 @@
 coalesced rankings and on-demand requests onto `recommendations`, impressions into feedback.
 
 Processing guarantee. Kafka delivery is at-least-once (Faust commits source offsets after
-the batch was processed and the producer, changelog included, was flushed). The users
+the batch was processed, and a batch is acknowledged only once the broker acknowledged its
+changelog writes). The users
 table is made exactly-once in effect by idempotent updates: each table value (an
 "envelope") records the last applied offset per (topic, partition) and the engine's profile
 keeps the latest event_ids, so a message redelivered after a crash, or an event an app sent
@@ -27,7 +28,7 @@ from typing import Any
 
 import faust
 from faust.types import EventT
-from faust.types.tuples import Message
+from faust.types.tuples import FutureMessage, Message
 
 from ranking.engine import Profile, Recommended
 from ranking.profile import already_applied as profile_has
@@ -80,6 +81,20 @@ class UsersTable(faust.Table):
         super().__init__(*args, **kwargs)
         self.key_serializer = "raw"       # user_id as UTF-8, like the input topics' keys
         self.value_serializer = "orjson"  # plain JSON envelopes
+        self._unacked: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        """Faust's changelog write, remembered until the broker acknowledged it (`acked`)."""
+        write = super().send_changelog(*args, **kwargs)
+        self._unacked.append(write)
+        return write
+
+    async def acked(self) -> None:
+        """Until the broker acknowledged (acks=all) every changelog write made so far; a
+        write that failed raises, and its batch is then never acknowledged."""
+        while self._unacked:
+            writes, self._unacked = self._unacked, []
+            await asyncio.gather(*writes)
 
     def partition_for_key(self, key: Any) -> int | None:
         partition = _changelog_partition.get()
@@ -371,23 +386,31 @@ class Pipeline:
             self.users.put(user_id, envelopes[user_id], partition)  # type: ignore[arg-type]
         metrics.PROFILE_UPDATES.inc(len(fresh) - sum(isinstance(r, Exception) for r in results))
         self.queue_review_texts(texts)
-        await self.changelog_handed_over()
+        await self.changelog_durable()
         await self.runner.feedback(feedback)
 
-    async def changelog_handed_over(self) -> None:
-        """Pass this batch's changelog writes from Faust's producer buffer to the Kafka client
-        before the batch is acknowledged. Faust drains that buffer before it commits source
-        offsets, but gives up after 0.1 s when the loop is busy, so offsets could be committed
-        ahead of the changelog, and a crash then lost those updates. The commit's own client
-        flush waits for the broker's acks (acks=all).
+    async def changelog_durable(self) -> None:
+        """Wait until the broker acknowledged this batch's changelog writes, before the batch
+        is acknowledged: its source offsets are then never committed ahead of the users
+        table, so a SIGKILL cannot lose an update. (Faust's own pre-commit flush gives up after
+        0.1 s when the loop is busy, and a message its background sender holds is in neither
+        its buffer nor the client.)
 
-        The agent sends the buffered messages itself, in order, each awaited until the client
-        holds it: `buffer.flush()` instead waits for Faust's background sender message by
-        message (a queue hand-off, an event and a timeout each), which profiling showed cost
-        as much as the sends."""
+        The agent first hands the buffered writes to the Kafka client itself, in order: Faust's
+        `buffer.flush()` waits for its background sender message by message (a queue hand-off,
+        an event and a timeout each), which profiling showed cost as much as the sends."""
         buffer = self.app.producer.buffer
         while buffer.size:
             await buffer._send_pending(buffer.pending.get_nowait())
+        try:
+            await self.users.acked()
+        except Exception as exc:
+            # The batch must be read again, which only a restart from the committed offsets
+            # does: a restarted agent would go on after it, and the group would stall on it.
+            log.critical("a users-table changelog write failed (%s: %s); stopping the worker",
+                         type(exc).__name__, exc)
+            await self.app.crash(exc)
+            raise
 
     async def _observe(self, events: list[ClickEvent | ReviewEvent],
                        envelopes: dict[str, Envelope | None]) -> list[Any]:

@@ -1,8 +1,9 @@
 """Regression: Faust drains its producer buffer before committing source offsets, but
 `ProducerBuffer.flush` gives up after 0.1 s when the event loop is busy; offsets were then
 committed ahead of the users-table changelog writes, and a SIGKILL lost those updates
-(tests/faults/test_crash.py: 11 to 374 of 1,200 events lost). The agent now waits until the
-buffer is empty before its batch is acknowledged."""
+(tests/faults/test_crash.py: 11 to 374 of 1,200 events lost). The agent now hands every
+buffered write to the Kafka client and waits for the broker's acknowledgement of each before
+its batch is acknowledged."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 
 import pytest
 
-from streams.agents import Pipeline
+from streams.agents import Pipeline, UsersTable
 
 pytestmark = pytest.mark.anyio
 
@@ -45,11 +46,52 @@ class SlowBuffer:
 class App:
     def __init__(self, buffer: SlowBuffer) -> None:
         self.producer = type("Producer", (), {"buffer": buffer})()
+        self.crashed: list[BaseException] = []
+
+    async def crash(self, reason: BaseException) -> None:
+        self.crashed.append(reason)
+
+
+def users_table() -> UsersTable:
+    """Only the acknowledgement bookkeeping of a users table (no app behind it)."""
+    table = UsersTable.__new__(UsersTable)
+    table._unacked = []
+    return table
 
 
 async def test_the_batch_waits_until_every_changelog_write_left_the_buffer() -> None:
     buffer = SlowBuffer(size=5)
     pipe = Pipeline.__new__(Pipeline)  # only the hand-over is exercised
     pipe.app = App(buffer)  # type: ignore[assignment]
-    await pipe.changelog_handed_over()
+    pipe.users = users_table()
+    await pipe.changelog_durable()
     assert buffer.size == 0 and buffer.client == [0, 1, 2, 3, 4]  # all of them, in order
+
+
+async def test_the_batch_waits_for_the_brokers_acknowledgement_of_every_write() -> None:
+    pipe = Pipeline.__new__(Pipeline)
+    pipe.app = App(SlowBuffer(size=0))  # type: ignore[assignment]
+    pipe.users = users_table()
+    loop = asyncio.get_running_loop()
+    writes = [loop.create_future() for _ in range(3)]
+    pipe.users._unacked.extend(writes)
+    durable = asyncio.ensure_future(pipe.changelog_durable())
+    for write in writes:
+        await asyncio.sleep(0.01)
+        assert not durable.done()  # one write still unacknowledged
+        write.set_result(None)
+    await asyncio.wait_for(durable, 1.0)
+    assert pipe.users._unacked == []
+
+
+async def test_a_failed_write_stops_the_worker() -> None:
+    """Its batch is replayed from the committed offsets after the restart."""
+    pipe = Pipeline.__new__(Pipeline)
+    app = pipe.app = App(SlowBuffer(size=0))  # type: ignore[assignment]
+    pipe.users = users_table()
+    write = asyncio.get_running_loop().create_future()
+    write.set_exception(RuntimeError("broker refused the write"))
+    pipe.users._unacked.append(write)
+    with pytest.raises(RuntimeError, match="refused"):
+        await pipe.changelog_durable()
+    assert [str(exc) for exc in app.crashed] == ["broker refused the write"]
