@@ -1,8 +1,10 @@
-"""Per-user coalescing of rankings: at most one ranking per user per interval.
+"""Per-user coalescing of rankings under load: at most one ranking per user per interval
+while the ranking loop has more users waiting than one batch takes.
 
-A burst of events from one user costs one ranking, not one per event, and no event waits
-more than the interval for the ranking that reflects it. Plain logic with an injectable
-clock so that it is tested without Kafka or sleeps.
+With spare capacity every event is ranked at once (freshness: a user's second event in a
+second does not wait for the interval). Under load a burst of events from one user costs one
+ranking, not one per event, and no event waits more than the interval for the ranking that
+reflects it. Plain logic with an injectable clock so that it is tested without Kafka or sleeps.
 """
 
 from __future__ import annotations
@@ -60,9 +62,12 @@ class RankScheduler:
         return float("-inf") if last is None else last + self.interval_s
 
     def due(self, limit: int) -> list[PendingRank]:
-        """Pop up to `limit` pending users whose interval has passed, oldest event first."""
+        """Pop up to `limit` pending users, oldest event first: all of them when they fit in
+        `limit` (spare capacity), else only those whose interval has passed (coalescing)."""
         now = self.clock()
-        ready = [p for p in self._pending.values() if self._ready_at(p.user_id) <= now]
+        ready = list(self._pending.values())
+        if len(ready) > limit:
+            ready = [p for p in ready if self._ready_at(p.user_id) <= now]
         ready.sort(key=lambda p: p.oldest_produced_ts)
         out = ready[:limit]
         for p in out:
@@ -74,7 +79,8 @@ class RankScheduler:
         self._last[user_id] = self.clock()
 
     def seconds_until_next(self) -> float | None:
-        """How long until some pending user becomes due; None when nobody is pending."""
+        """How long until some pending user's interval has passed; None when nobody is
+        pending. (The ranking loop only waits when `due` returned nobody, i.e. under load.)"""
         if not self._pending:
             return None
         now = self.clock()

@@ -264,8 +264,10 @@ async def test_bad_user_events_are_dead_lettered_and_the_rest_applied(pipeline: 
 async def test_rankings_are_coalesced_per_user(pipeline: Pipeline, engine: FakeEngine) -> None:
     await pipeline.handle_user_events([_event("t.clicks", click(f"e{i}"), "u1", i) for i in range(5)])
     await pipeline.rank(pipeline.scheduler.due(10), [])
-    await pipeline.handle_user_events([_event("t.clicks", click("e9"), "u1", 9)])
-    assert pipeline.scheduler.due(10) == []  # ranked less than rank_interval_s ago
+    await pipeline.handle_user_events([_event("t.clicks", click("e9"), "u1", 9),
+                                       _event("t.clicks", click("f1", user="u2"), "u2", 10)])
+    # Busy (two users for one slot): u1 was ranked less than rank_interval_s ago.
+    assert [p.user_id for p in pipeline.scheduler.due(1)] == ["u2"]
     (rec,) = [orjson.loads(k["value"]) for k in sent(pipeline.topics.recommendations.send)]  # type: ignore[arg-type]
     assert len(engine.ranked) == 1 and engine.ranked[0][1]["n"] == 5
     assert rec["user_id"] == "u1" and rec["trigger_event_id"] == "e4" and rec["model_version"] == "fake-1"
@@ -349,7 +351,7 @@ async def test_item_texts_are_encoded_off_the_engine_thread(engine: FakeEngine) 
 
 # ---- small parts ------------------------------------------------------------------------
 
-def test_rank_scheduler_allows_one_ranking_per_interval() -> None:
+def test_rank_scheduler_allows_one_ranking_per_interval_under_load() -> None:
     clock = [1000.0]
     s = RankScheduler(2.0, clock=lambda: clock[0])
     s.mark("u1", "e1", produced_ts=50.0)
@@ -359,10 +361,24 @@ def test_rank_scheduler_allows_one_ranking_per_interval() -> None:
         ("u2", "e3", 49.0), ("u1", "e2", 50.0)]
     s.ranked("u1")
     s.mark("u1", "e4", produced_ts=52.0)
-    assert s.due(10) == [] and s.seconds_until_next() == pytest.approx(2.0)
+    s.mark("u3", "e5", produced_ts=53.0)
+    assert [p.user_id for p in s.due(1)] == ["u3"]   # busy: u1 was ranked within the interval
+    assert s.seconds_until_next() == pytest.approx(2.0)
+    s.mark("u4", "e6", produced_ts=54.0)
+    assert [p.user_id for p in s.due(1)] == ["u4"]   # still held back
     clock[0] += 2.0
-    assert [p.trigger_event_id for p in s.due(10)] == ["e4"]
-    assert s.seconds_until_next() is None
+    s.mark("u5", "e7", produced_ts=55.0)
+    assert [p.trigger_event_id for p in s.due(1)] == ["e4"]   # its interval has passed
+
+
+def test_rank_scheduler_ranks_at_once_with_spare_capacity() -> None:
+    clock = [1000.0]
+    s = RankScheduler(2.0, clock=lambda: clock[0])
+    s.mark("u1", "e1", produced_ts=50.0)
+    assert [p.trigger_event_id for p in s.due(10)] == ["e1"]
+    s.ranked("u1")
+    s.mark("u1", "e2", produced_ts=50.1)
+    assert [p.trigger_event_id for p in s.due(10)] == ["e2"]   # no wait for the interval
     clock[0] += 10.0
     s.forget_old()
     assert s._last == {}
