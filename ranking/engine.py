@@ -151,7 +151,8 @@ class Recommender:
         return {e.event_id: vecs[i] for i, e in enumerate(todo)}
 
     def observe(self, profile: Profile | None, event: UserEvent, *,
-                review_vector: np.ndarray | None = None, text_later: bool = False) -> Profile:
+                review_vector: np.ndarray | None = None, text_later: bool = False,
+                learn: bool = True) -> Profile:
         """Learn from one click or review and return the user's updated profile.
 
         The profile update itself is a pure function of (profile, event, vectors); besides
@@ -161,7 +162,8 @@ class Recommender:
         already in the profile changes nothing (returns the profile unchanged). An event on
         an unknown item makes the item known (title unknown until an ItemEvent names it).
         With `text_later`, a review without `review_vector` is applied without its text, which
-        the caller folds in with `add_review_text` once embedded.
+        the caller folds in with `add_review_text` once embedded. With `learn=False` the ranker
+        does not train on the event (everything else does): the worker's load shedding.
         """
         if profiles.already_applied(profile, event.event_id):
             return dict(profile)  # type: ignore[arg-type]
@@ -171,7 +173,7 @@ class Recommender:
             review_vector = self.embed_reviews([event]).get(event.event_id)
         row = self.catalog.index.row(event.item_id)
         if row is not None and self.catalog.active[row]:
-            if self.catalog.first_ts[row] < event.ts:   # it could have been recommended
+            if learn and self.catalog.first_ts[row] < event.ts:   # it could have been recommended
                 self._learn_choice(event.user_id, profile, row, event.ts)
         else:
             row = self.catalog.touch(event.item_id, event.ts)

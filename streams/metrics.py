@@ -41,6 +41,10 @@ DEAD_LETTERS = Counter(
     ["reason"], registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
+RANKER_LEARNING_SKIPPED = Counter(
+    "xlrec_ranker_learning_skipped", "User events applied to profiles that the ranker did not "
+    "learn from, because the worker had a backlog (streams.runner.LEARN_PER_BATCH).",
+    registry=REGISTRY)
 RECOMMENDATIONS_REFRESHED = Counter(
     "xlrec_recommendations_refreshed", "Recommendations (counted in xlrec_recommendations too) "
     "re-ranked only because a review's text was folded into the user's profile.", registry=REGISTRY)

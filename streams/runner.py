@@ -33,6 +33,11 @@ T = TypeVar("T")
 # The review-text lane runs at a lower OS priority: on CPU the encoder could take every core,
 # and a review's text can wait where its profile update, its ranking and new items cannot.
 REVIEW_LANE_NICE = 10
+# A batch of more user events than this means a backlog: the ranker then learns from every
+# n-th event only, this many per batch (profiles, counters and item vectors still take every
+# event). Its weights are one global model of a few dozen features that no single event
+# decides, and learning is most of an event's cost; without a backlog it sees every event.
+LEARN_PER_BATCH = 32
 
 
 def _lower_priority() -> None:
@@ -120,9 +125,12 @@ class EngineRunner:
     def _observe_all(self, events: list[UserEvent],
                      profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
         out: list[Profile | Exception] = []
-        for event in events:
+        stride = max(1, math.ceil(len(events) / LEARN_PER_BATCH))
+        metrics.RANKER_LEARNING_SKIPPED.inc(len(events) - len(range(0, len(events), stride)))
+        for i, event in enumerate(events):
             try:
-                profile = self.rec.observe(profiles.get(event.user_id), event, text_later=True)
+                profile = self.rec.observe(profiles.get(event.user_id), event, text_later=True,
+                                           learn=i % stride == 0)
             except Exception as exc:  # one bad event must not sink the batch: it is dead-lettered
                 out.append(exc)
                 continue

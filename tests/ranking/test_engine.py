@@ -100,6 +100,18 @@ def test_learns_online_and_feedback_moves_weights() -> None:
     assert rec.model_version.startswith("xlrec/fake-bow/")
 
 
+def test_an_event_without_learning_updates_the_profile_not_the_ranker() -> None:
+    learning, shedding = _engine(learn_batch=1), _engine(learn_batch=1)
+    events = [_review(n, f"u{n % 3}", item, "en") for n, item in
+              enumerate(["s-de", "s-ko", "s-fr", "f-en", "f-ja", "z-en"] * 2, 1)]
+    learnt = _feed(learning, events)
+    shed: dict[str, dict] = {}
+    for e in events:
+        shed[e.user_id] = shedding.observe(shed.get(e.user_id), e, learn=False)
+    assert learning.scorer.pairs > 0 and shedding.scorer.pairs == 0
+    assert shed == learnt   # the profiles do not depend on what the ranker learnt
+
+
 def test_snapshot_restore_round_trip(tmp_path: Path) -> None:
     rec = _engine(seed=3)
     profiles = _feed(rec, [_review(n, f"u{n % 3}", item, "de") for n, item in

@@ -22,7 +22,7 @@ from streams.agents import (GC_YOUNG_THRESHOLD, ImpressionTracker, LatestRecomme
 from streams.app import broker_credentials, broker_urls, build_app, changelog_name
 from streams.coalesce import RankScheduler
 from streams.dlq import Reason, classify, dead_letter_headers, parse_headers
-from streams.runner import EngineRunner
+from streams.runner import LEARN_PER_BATCH, EngineRunner
 from streams.schemas import InvalidEvent, ItemEvent
 from streams.settings import Settings
 
@@ -44,6 +44,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.items: list[ItemEvent] = []
         self.observed: list[str] = []
+        self.learned: list[str] = []
         self.embedded: list[list[str]] = []
         self.ranked: list[tuple[str, Any]] = []
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
@@ -60,13 +61,15 @@ class FakeEngine:
         return np.full(4, 0.5, dtype=np.float32)
 
     def observe(self, profile: dict | None, event: Any, *, review_vector: Any = None,
-                text_later: bool = False) -> dict:
+                text_later: bool = False, learn: bool = True) -> dict:
         if event.event_id in self.fail_on:
             raise ValueError(f"cannot learn from {event.event_id}")
         profile = dict(profile or {"events": [], "n": 0})
         if event.event_id in profile["events"]:
             return profile
         self.observed.append(event.event_id)
+        if learn:
+            self.learned.append(event.event_id)
         return {"events": [*profile["events"], event.event_id], "n": profile["n"] + 1,
                 "reviewed": review_vector is not None or profile.get("reviewed", False)}
 
@@ -347,6 +350,19 @@ async def test_item_texts_are_encoded_off_the_engine_thread(engine: FakeEngine) 
     (thread, ids, vectors), = got
     assert Encoder.threads == ["xlrec-encode_0"] and thread.startswith("xlrec-engine")
     assert ids == ["a", "b", "c"] and [float(v[0]) for v in vectors] == [3.0, 0.0, 8.0]
+
+
+async def test_under_a_backlog_the_ranker_learns_from_a_sample_and_profiles_from_all(
+        pipeline: Pipeline, engine: FakeEngine) -> None:
+    small = [_event("t.clicks", click(f"s{i}", user=f"u{i}"), f"u{i}", i) for i in range(LEARN_PER_BATCH)]
+    await pipeline.handle_user_events(small)
+    assert engine.learned == engine.observed == [f"s{i}" for i in range(LEARN_PER_BATCH)]
+    engine.learned.clear()
+    backlog = [_event("t.clicks", click(f"b{i}", user=f"v{i}"), f"v{i}", 100 + i) for i in range(100)]
+    await pipeline.handle_user_events(backlog)
+    assert engine.observed[LEARN_PER_BATCH:] == [f"b{i}" for i in range(100)]
+    assert engine.learned == [f"b{i}" for i in range(0, 100, 4)]   # every 4th: 25 <= LEARN_PER_BATCH
+    assert all(pipeline.users[f"v{i}"]["p"]["n"] == 1 for i in range(100))
 
 
 # ---- small parts ------------------------------------------------------------------------
