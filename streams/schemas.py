@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, model_validator)
 
 from streams.languages import normalize_language
 
