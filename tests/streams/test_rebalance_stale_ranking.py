@@ -37,7 +37,7 @@ class Engine:
     encoder = None
 
     def observe(self, profile: Any, event: Any, *, review_vector: Any = None,
-                text_later: bool = False) -> dict[str, Any]:
+                text_later: bool = False, learn: bool = True) -> dict[str, Any]:
         return {"events": [event.event_id]}
 
     def flush_store(self) -> None:
