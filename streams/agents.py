@@ -37,6 +37,7 @@ from streams.app import changelog_name, declare_topics
 from streams.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Resume, save_resume
 from streams.coalesce import PendingRank, RankScheduler
 from streams.dlq import DeadLetterQueue, KeyMismatch, Reason
+from streams.review_texts import add_waiting, read_messages, to_read, waiting, with_waiting
 from streams.runner import EngineRunner, FeedbackJob, RankJob
 from streams.schemas import (ClickEvent, Event, ItemEvent, Recommendation, RecommendationRequest,
                              RecommendedItem, ReviewEvent, parse_event)
@@ -225,6 +226,7 @@ class Pipeline:
         self.owned: set[int] = set()  # user partitions this worker holds now
         self.feed = CatalogFeed(settings, runner, resume.items if resume else {}, self.items_applied)
         self._lag_monitor: Any = None
+        self._text_reader: asyncio.Future[None] | None = None
 
         self.items_agent = app.agent(self.topics.items, name="xlrec-items")(self.process_items)
         user_topics = app.topic(*(settings.topic(k) for k in ("clicks", "reviews", "requests")),
@@ -369,12 +371,14 @@ class Pipeline:
                 await self.dlq.send(message, result)
                 continue
             old = envelopes.get(event.user_id)
+            texts_waiting = waiting(old)
             if isinstance(event, ReviewEvent) and event.text.strip() and \
                     not profile_has(old["p"] if old else None, event.event_id):
                 texts.append((event, message))
-            envelopes[event.user_id] = {
+                texts_waiting = add_waiting(texts_waiting, message.offset)
+            envelopes[event.user_id] = with_waiting({
                 "p": result, "o": {**(old["o"] if old else {}), offset_key(message, kind): message.offset},
-                "e": event.event_id, "at": time.time()}
+                "e": event.event_id, "at": time.time()}, texts_waiting)
             touched[event.user_id] = message.partition
             self.scheduler.mark(event.user_id, event.event_id, message.timestamp or time.time())
             self.event_time = max(self.event_time, event.ts)
@@ -466,17 +470,27 @@ class Pipeline:
         for event, message in batch:
             if event.event_id in failed:
                 await self.dlq.send(message, failed[event.event_id], Reason.ENCODER_ERROR)
-        done = [(event, message) for event, message in batch if event.event_id in vectors
-                and (message.topic, message.partition) not in self._revoked]
-        metrics.REVIEW_TEXTS_SKIPPED.inc(sum(event.event_id in vectors for event, _ in batch) - len(done))
+        mine = [(event, message) for event, message in batch
+                if (message.topic, message.partition) not in self._revoked]
+        metrics.REVIEW_TEXTS_SKIPPED.inc(len(batch) - len(mine))  # the new owner reads them again
         async with self._profiles:
-            envelopes = {event.user_id: self.users.get(event.user_id) for event, _ in done}
-            profiles = {uid: env["p"] if env else None for uid, env in envelopes.items()}
+            envelopes = {event.user_id: self.users.get(event.user_id) for event, _ in mine}
+            # Folded in already (a text read again after a restart that had folded it): skip.
+            mine = [(e, m) for e, m in mine if m.offset in waiting(envelopes[e.user_id])]
+            done = [(e, m) for e, m in mine if e.event_id in vectors]
+            profiles = {e.user_id: envelopes[e.user_id]["p"] for e, _ in done}  # type: ignore[index]
             await self.runner.add_review_texts([(e, vectors[e.event_id]) for e, _ in done], profiles)
-            partitions = {event.user_id: message.partition for event, message in done}
-            for user_id, envelope in envelopes.items():
-                if envelope is not None:
-                    self.users.put(user_id, {**envelope, "p": profiles[user_id]}, partitions[user_id])
+            finished: dict[str, set[int]] = {}   # folded in, or dead-lettered: no longer waiting
+            for event, message in mine:
+                finished.setdefault(event.user_id, set()).add(message.offset)
+            partitions = {event.user_id: message.partition for event, message in mine}
+            for user_id, offsets in finished.items():
+                envelope = envelopes[user_id]
+                assert envelope is not None   # it has waiting offsets
+                left = [o for o in waiting(envelope) if o not in offsets]
+                self.users.put(user_id, with_waiting({**envelope, "p": profiles.get(user_id, envelope["p"])}, left),
+                               partitions[user_id])
+                if user_id in profiles:
                     self.scheduler.mark(user_id, envelope.get("e"), time.time(), refresh=True)
         metrics.REVIEW_TEXTS_EMBEDDED.inc(len(done))
         self.wake()
@@ -639,6 +653,34 @@ class Pipeline:
         if count:
             log.info("re-ranking %d recently active users after rebalance", count)
             self.wake()
+        queued = {(m.partition, m.offset) for _, m in self.review_texts}
+        wanted = to_read(self.users.values(), self.owned, queued)
+        if wanted:
+            self._text_reader = asyncio.ensure_future(self.read_waiting_texts(wanted))
+
+    async def read_waiting_texts(self, wanted: dict[int, set[int]]) -> None:
+        """Queue again the review texts this worker's users still wait for (their offsets are
+        in the users table): left by a crashed worker or by the previous owner of a partition."""
+        topic = self.settings.topic("reviews")
+        loop = asyncio.get_running_loop()
+        try:
+            messages = await loop.run_in_executor(None, read_messages, self.settings, topic, wanted)
+        except Exception as exc:  # the broker away: the next rebalance or restart reads them
+            log.warning("waiting review texts not read again (%s: %s)", type(exc).__name__, exc)
+            return
+        queued = {(m.partition, m.offset) for _, m in self.review_texts}
+        texts = []
+        for message in messages:
+            if (message.partition, message.offset) in queued or message.partition not in self.owned:
+                continue
+            try:
+                texts.append((parse_event("reviews", message.value), message))
+            except Exception as exc:  # it was valid when applied; never let one stop the rest
+                log.warning("waiting review text at %s[%d]@%d unreadable: %s", topic,
+                            message.partition, message.offset, exc)
+        log.info("read %d waiting review texts again", len(texts))
+        metrics.REVIEW_TEXTS_READ_AGAIN.inc(len(texts))
+        self.queue_review_texts(texts)  # type: ignore[arg-type]
 
     async def on_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
         await self.snapshot()

@@ -55,8 +55,12 @@ REVIEW_TEXTS_EMBEDDED = Counter(
     "xlrec_review_texts_embedded", "Review texts embedded and folded into items and profiles.",
     registry=REGISTRY)
 REVIEW_TEXTS_SKIPPED = Counter(
-    "xlrec_review_texts_skipped", "Review texts never embedded: the backlog was full, or their "
-    "partition moved to another worker first.", registry=REGISTRY)
+    "xlrec_review_texts_skipped", "Review texts dropped from this worker's queue: the backlog was "
+    "full, or their partition moved to another worker first (which reads them again).",
+    registry=REGISTRY)
+REVIEW_TEXTS_READ_AGAIN = Counter(
+    "xlrec_review_texts_read_again", "Waiting review texts read again from Kafka after a restart "
+    "or a rebalance (their offsets were in the users table).", registry=REGISTRY)
 REVIEW_TEXT_BACKLOG = Gauge(
     "xlrec_review_text_backlog", "Review texts applied to profiles and waiting for the encoder.",
     registry=REGISTRY)

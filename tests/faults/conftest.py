@@ -17,7 +17,7 @@ from streams.broker import BrokerInfo
 from streams.settings import Settings
 from streams.topics import create_topics
 from tests.faults.harness import (Figures, Worker, count_applied, fault_settings, feed_items, produce,
-                                  read_table, steam_stream, wait_consumed)
+                                  steam_stream, wait_consumed, wait_texts_folded)
 
 
 @dataclass
@@ -44,9 +44,9 @@ def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
         produce(settings, stream.reviews)
         wait_consumed(settings, [settings.topic("reviews")], 600, [worker])
         seconds = time.time() - start
+        table = wait_texts_folded(settings, [worker])
     finally:
         worker.stop()
-    table = read_table(settings)
     figures = Figures("reference (uninterrupted)", produced=len(stream.reviews))
     problems = count_applied(table, stream.expected(), figures)
     figures.extra["seconds"] = round(seconds, 1)

@@ -36,6 +36,8 @@ from tests.worker_process import WorkerProcess, http_get
 STEAM_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
 POISON_MESSAGES = int(os.environ.get("XLREC_FAULT_POISON", "1000"))
 PARTITIONS = 6
+# The review-text lane embeds ~100 short texts/s on these 2 cores (32 tokens each).
+TEXTS_FOLDED_S = max(120.0, STEAM_EVENTS / 20)
 # Fields of a profile that only the user's own events decide (ranking.profile.apply_event).
 OWN_FIELDS = ("n", "n_click", "n_pos", "n_neg", "first_ts", "last_ts", "read", "written",
               "recent", "events")
@@ -181,6 +183,23 @@ def read_table(settings: Settings) -> dict[str, dict[str, Any]]:
     return table
 
 
+def wait_texts_folded(settings: Settings, workers: list[Worker], timeout: float = TEXTS_FOLDED_S) -> dict[str, dict[str, Any]]:
+    """Until no user in the users table waits for a review text (each one embedded and folded
+    in, or dead-lettered); returns that table."""
+    deadline = time.time() + timeout
+    while True:
+        for w in workers:
+            assert w.alive(), f"worker exited:\n{w.output()[-3000:]}"
+        table = read_table(settings)
+        waiting = [u for u, envelope in table.items() if envelope.get("t")]
+        if not waiting:
+            return table
+        if time.time() > deadline:
+            raise AssertionError(f"{len(waiting)} users still wait for review texts after {timeout:.0f}s, "
+                                 f"e.g. {[(u, table[u]['t']) for u in waiting[:3]]}")
+        time.sleep(2.0)
+
+
 def latest_recommendations(settings: Settings) -> dict[str, Recommendation]:
     """The last recommendation sent for each user (per-partition order = send order)."""
     latest: dict[str, Recommendation] = {}
@@ -228,13 +247,14 @@ def count_applied(table: dict[str, dict[str, Any]], expected: dict[str, list[str
 
 def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """Differences in what the users' own events decide, and vector figures: the lowest
-    interest cosine, and how many users' vectors are on one side only. Vectors are reported,
-    not compared: they depend on which items and review texts the worker had folded in when
-    the event was applied (review texts go through a best-effort lane after the update)."""
+    interest and own-text cosines, and how many users' vectors are on one side only. Vector
+    values are reported, not compared: they depend on which items and review texts the worker
+    had folded in when each event was applied (texts are embedded in a lane of their own, in
+    an order that moves with timing). Whether a user has an own-text vector does not."""
     problems = []
     if set(table) != set(reference):
         problems.append(f"users differ: {len(set(table) ^ set(reference))} only on one side")
-    cosines = []
+    cosines, own_cosines = [], []
     interest_one_side = own_one_side = 0
     for user in set(table) & set(reference):
         mine, ref = table[user]["p"], reference[user]["p"]
@@ -243,10 +263,13 @@ def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[s
                 problems.append(f"{user}.{name}: {mine.get(name)!r} != reference {ref.get(name)!r}")
         if mine.get("interest") is not None and ref.get("interest") is not None:
             cosines.append(float(decode_vector(mine["interest"]) @ decode_vector(ref["interest"])))
+        if mine.get("own") is not None and ref.get("own") is not None:
+            own_cosines.append(float(decode_vector(mine["own"]) @ decode_vector(ref["own"])))
         interest_one_side += (mine.get("interest") is None) != (ref.get("interest") is None)
         own_one_side += (mine.get("own") is None) != (ref.get("own") is None)
     return problems, {"min_interest_cosine": round(min(cosines, default=1.0), 3),
                       "interest_vector_on_one_side": interest_one_side,
+                      "min_own_text_cosine": round(min(own_cosines, default=1.0), 3),
                       "own_text_vector_on_one_side": own_one_side}
 
 
@@ -263,6 +286,8 @@ def check_against_reference(figures: Figures, table: dict[str, dict[str, Any]], 
     figures.print()
     assert figures.lost == 0 and figures.applied_twice == 0 and not problems, problems[:5]
     assert not diff, diff[:5]
+    # Every review text was folded into its author's profile on both sides (none lost).
+    assert vectors["own_text_vector_on_one_side"] == 0, vectors
     assert not stale, f"latest recommendation older than the user's last event, e.g. {(stale or [])[:3]}"
 
 

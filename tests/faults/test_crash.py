@@ -17,8 +17,8 @@ from streams.settings import Settings
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
 from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, check_against_reference,
-                                  dead_letters, fault_settings, feed_items, progress, read_table,
-                                  stale_recommendations, steam_stream, wait_consumed)
+                                  dead_letters, fault_settings, feed_items, progress,
+                                  stale_recommendations, steam_stream, wait_consumed, wait_texts_folded)
 
 pytestmark = pytest.mark.faults
 
@@ -64,9 +64,9 @@ def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str,
         producer.join(600)
         wait_consumed(settings, [topic], 600, [worker])
         stale = stale_recommendations(settings, {user: ids[-1] for user, ids in stream.expected().items()})
+        table = wait_texts_folded(settings, [worker])
     finally:
         worker.stop()
-    table = read_table(settings)
     figures = Figures("crash", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
                       extra={"seed": seed, "killed_at_committed": kills})
     check_against_reference(figures, table, stream, reference.table, stale)

@@ -15,8 +15,8 @@ from streams.producer import EventProducer
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
 from tests.faults.harness import (STEAM_EVENTS, Figures, Worker, check_against_reference, dead_letters,
-                                  fault_settings, feed_items, read_table, stale_recommendations,
-                                  steam_stream, wait_consumed)
+                                  fault_settings, feed_items, stale_recommendations,
+                                  steam_stream, wait_consumed, wait_texts_folded)
 
 pytestmark = pytest.mark.faults
 
@@ -69,10 +69,10 @@ def test_workers_join_and_one_dies_mid_stream(reference: Reference, kafka_bootst
         alive = [workers[0], workers[2]]
         waited = wait_consumed(settings, [settings.topic("reviews")], 300, alive)
         stale = stale_recommendations(settings, {user: ids[-1] for user, ids in stream.expected().items()})
+        table = wait_texts_folded(settings, alive)
     finally:
         for w in workers:
             w.stop()
-    table = read_table(settings)
     figures = Figures("rebalance", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
                       extra={**{k.replace(" ", "_"): v for k, v in moments.items()},
                              "caught_up_after_s": round(waited, 1)})

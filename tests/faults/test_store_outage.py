@@ -15,9 +15,9 @@ import pytest
 from ranking.qdrant_store import ServerStore, collection_name
 from streams.topics import create_topics
 from tests.faults.harness import (Figures, Worker, catalog_lag, count_applied, dead_letters, fault_settings,
-                                  free_port, produce, read_table, steam_stream, wait_catalog,
-                                  wait_consumed)
+                                  produce, read_table, steam_stream, wait_catalog, wait_consumed)
 from tests.faults.qdrant_http import FakeQdrant
+from tests.worker_process import free_port
 
 pytestmark = pytest.mark.faults
 

@@ -45,6 +45,7 @@ class FakeEngine:
         self.items: list[ItemEvent] = []
         self.observed: list[str] = []
         self.learned: list[str] = []
+        self.folded: list[str] = []
         self.embedded: list[list[str]] = []
         self.ranked: list[tuple[str, Any]] = []
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
@@ -74,6 +75,7 @@ class FakeEngine:
                 "reviewed": review_vector is not None or profile.get("reviewed", False)}
 
     def add_review_text(self, profile: dict | None, event: Any, review_vector: Any) -> dict | None:
+        self.folded.append(event.event_id)
         return None if profile is None else {**profile, "reviewed": True}
 
     def flush_store(self) -> None:
@@ -245,6 +247,41 @@ async def test_review_texts_of_revoked_partitions_are_dropped(pipeline: Pipeline
     await pipeline.embed_review_texts()
     assert engine.embedded == [["r1"]]
     assert pipeline.users["u1"]["p"]["reviewed"] and not pipeline.users["u2"]["p"]["reviewed"]
+
+
+async def test_waiting_review_texts_are_kept_in_the_table_until_folded_in(
+        pipeline: Pipeline, engine: FakeEngine) -> None:
+    await pipeline.handle_user_events([_event("t.reviews", review("r1"), "u1", 5),
+                                       _event("t.reviews", review("r2", item="i2"), "u1", 6)])
+    assert pipeline.users["u1"]["t"] == [5, 6]
+    queued = list(pipeline.review_texts)
+    await pipeline.embed_review_texts()
+    assert "t" not in pipeline.users["u1"] and engine.folded == ["r1", "r2"]
+    pipeline.queue_review_texts(queued)   # read again, e.g. by a worker that restarted
+    await pipeline.embed_review_texts()
+    assert engine.folded == ["r1", "r2"]  # folded in once
+
+
+async def test_the_owner_after_a_restart_reads_the_waiting_texts_again(
+        pipeline: Pipeline, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    await pipeline.handle_user_events([_event("t.reviews", review("r1"), "u1", 5),
+                                       _event("t.reviews", review("r2", user="u2"), "u2", 7, partition=1)])
+    pipeline.review_texts.clear()   # a new process: nothing queued, the table recovered
+    asked = []
+
+    def read(settings: Settings, topic: str, wanted: dict[int, set[int]]) -> list[Any]:
+        asked.append((topic, wanted))
+        return [_event("t.reviews", review("r1"), "u1", 5).message]
+
+    monkeypatch.setattr("streams.agents.read_messages", read)
+    pipeline.owned = {0}
+    await pipeline.on_rebalance_complete()
+    assert pipeline._text_reader is not None
+    await pipeline._text_reader
+    assert asked == [("t.reviews", {0: {5}})]   # only the partitions this worker owns
+    await pipeline.embed_review_texts()
+    assert engine.folded == ["r1"] and "t" not in pipeline.users["u1"]
+    assert pipeline.users["u2"]["t"] == [7]     # its owner reads it
 
 
 async def test_bad_user_events_are_dead_lettered_and_the_rest_applied(pipeline: Pipeline,
