@@ -38,7 +38,7 @@ from streams.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Re
 from streams.coalesce import PendingRank, RankScheduler
 from streams.dlq import DeadLetterQueue, KeyMismatch, Reason
 from streams.review_texts import add_waiting, read_messages, to_read, waiting, with_waiting
-from streams.runner import STORE_SYNC_INTERVAL_S, EngineRunner, FeedbackJob, RankJob
+from streams.runner import EngineRunner, FeedbackJob, RankJob
 from streams.schemas import (ClickEvent, Event, ItemEvent, Recommendation, RecommendationRequest,
                              RecommendedItem, ReviewEvent, parse_event)
 from streams.settings import Settings
@@ -241,7 +241,6 @@ class Pipeline:
         app.timer(max(1.0, settings.feedback_window_s / 10))(self.expire_impressions)
         app.timer(MAINTENANCE_INTERVAL_S)(self.maintenance)
         app.timer(OPTIMIZE_INTERVAL_S)(self.optimize_store)
-        app.timer(STORE_SYNC_INTERVAL_S)(self.sync_store)
         app.timer(settings.snapshot_interval_s)(self.snapshot)
         app.on_rebalance_complete.connect(self.on_rebalance_complete)
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
@@ -605,14 +604,6 @@ class Pipeline:
     async def maintenance(self) -> None:
         metrics.USERS.set(len(self.users))
         self.scheduler.forget_old()
-
-    async def sync_store(self) -> None:
-        """Items whose counters changed under a backlog reach the vector store within a second;
-        while the store is away they stay pending (a timer that raises would stop the worker)."""
-        try:
-            await self.runner.sync_store()
-        except Exception as exc:
-            log.warning("vector store not updated (%s: %s); retrying", type(exc).__name__, exc)
 
     async def optimize_store(self) -> None:
         """Build the ANN index off the hot path once enough items changed."""

@@ -38,10 +38,6 @@ REVIEW_LANE_NICE = 10
 # event). Its weights are one global model of a few dozen features that no single event
 # decides, and learning is most of an event's cost; without a backlog it sees every event.
 LEARN_PER_BATCH = 32
-# Events change only the counters in an item's store payload (review texts, which move its
-# vector, are folded in by their own lane, which writes at once). Under a backlog those writes
-# are gathered: at most one store upsert per this interval (`sync_store`, the worker's timer).
-STORE_SYNC_INTERVAL_S = 1.0
 
 
 def _lower_priority() -> None:
@@ -140,14 +136,8 @@ class EngineRunner:
                 continue
             profiles[event.user_id] = profile
             out.append(profile)
-        if len(events) <= LEARN_PER_BATCH:   # no backlog: the store follows every batch
-            self.rec.flush_store()
+        self.rec.flush_store()
         return out
-
-    async def sync_store(self) -> None:
-        """Write the items changed since the last write to the vector store (the timer's part
-        of `_observe_all`'s gathered writes)."""
-        await self._run(self._engine, self.rec.flush_store)
 
     async def add_review_texts(self, reviews: Sequence[tuple[ReviewEvent, np.ndarray]],
                                profiles: dict[str, Profile | None]) -> None:
