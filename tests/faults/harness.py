@@ -307,6 +307,15 @@ def catalog_lag(worker: Worker) -> tuple[float, int | None]:
     return updated, lag
 
 
+def counter(worker: Worker, name: str) -> float:
+    """A counter of the worker's /metrics (0 when absent)."""
+    _, body = http_get(worker.port, "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def wait_catalog(workers: list[Worker], since: float, timeout: float = 180.0) -> None:
     """Until every worker's catalog feed reported no lag in a sample taken after `since`."""
     deadline = time.time() + timeout

@@ -16,7 +16,7 @@ from streams.producer import EventProducer
 from streams.settings import Settings
 from streams.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, check_against_reference,
+from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, check_against_reference, counter,
                                   dead_letters, fault_settings, feed_items, progress,
                                   stale_recommendations, steam_stream, wait_consumed, wait_texts_folded)
 
@@ -65,8 +65,10 @@ def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str,
         wait_consumed(settings, [topic], 600, [worker])
         stale = stale_recommendations(settings, {user: ids[-1] for user, ids in stream.expected().items()})
         table = wait_texts_folded(settings, [worker])
+        read_again = counter(worker, "xlrec_review_texts_read_again_total")  # since the last restart
     finally:
         worker.stop()
     figures = Figures("crash", produced=len(stream.reviews), dead_lettered=len(dead_letters(settings)),
-                      extra={"seed": seed, "killed_at_committed": kills})
+                      extra={"seed": seed, "killed_at_committed": kills,
+                             "review_texts_read_again_after_last_kill": int(read_again)})
     check_against_reference(figures, table, stream, reference.table, stale)
