@@ -2,7 +2,8 @@
 while the ranking loop has more users waiting than one batch takes.
 
 With spare capacity every event is ranked at once (freshness: a user's second event in a
-second does not wait for the interval). Under load a burst of events from one user costs one
+second does not wait for the interval); refreshes after a review text was folded in never
+count as load and wait for the interval. Under load a burst of events from one user costs one
 ranking, not one per event, and no event waits more than the interval for the ranking that
 reflects it. Plain logic with an injectable clock so that it is tested without Kafka or sleeps.
 """
@@ -62,14 +63,17 @@ class RankScheduler:
         return float("-inf") if last is None else last + self.interval_s
 
     def due(self, limit: int) -> list[PendingRank]:
-        """Pop up to `limit` pending users, oldest event first: all of them when they fit in
-        `limit` (spare capacity), else only those whose interval has passed (coalescing)."""
+        """Pop up to `limit` pending users, oldest event first. Users with a new event come
+        first: all of them when they fit in `limit` (spare capacity), else only those whose
+        interval has passed (coalescing). Refreshes (a review text folded in) only fill the
+        slots left, and always wait for the interval: they are optional, events are not."""
         now = self.clock()
-        ready = list(self._pending.values())
-        if len(ready) > limit:
-            ready = [p for p in ready if self._ready_at(p.user_id) <= now]
-        ready.sort(key=lambda p: p.oldest_produced_ts)
-        out = ready[:limit]
+        after_events = [p for p in self._pending.values() if not p.refresh]
+        if len(after_events) > limit:
+            after_events = [p for p in after_events if self._ready_at(p.user_id) <= now]
+        refreshes = [p for p in self._pending.values() if p.refresh and self._ready_at(p.user_id) <= now]
+        out = sorted(after_events, key=lambda p: p.oldest_produced_ts)[:limit]
+        out += sorted(refreshes, key=lambda p: p.oldest_produced_ts)[:limit - len(out)]
         for p in out:
             del self._pending[p.user_id]
         return out
@@ -80,7 +84,7 @@ class RankScheduler:
 
     def seconds_until_next(self) -> float | None:
         """How long until some pending user's interval has passed; None when nobody is
-        pending. (The ranking loop only waits when `due` returned nobody, i.e. under load.)"""
+        pending. (The ranking loop only waits when `due` returned nobody.)"""
         if not self._pending:
             return None
         now = self.clock()

@@ -19,3 +19,19 @@ def test_a_refresh_does_not_delay_the_next_event() -> None:
     s.mark("u", "e2", 0.0)                 # an event joins: no longer only a refresh
     (p,) = s.due(10)
     assert not p.refresh and p.trigger_event_id == "e2"
+
+
+def test_refreshes_neither_hold_events_back_nor_skip_the_interval() -> None:
+    clock = [0.0]
+    s = RankScheduler(1.0, clock=lambda: clock[0])
+    s.ranked("u1")
+    s.ranked("r0")
+    for i in range(40):
+        s.mark(f"r{i}", None, float(i), refresh=True)   # review texts folded in
+    s.mark("u1", "e1", 100.0)                            # u1 was ranked just now
+    due = s.due(32)
+    assert due[0].user_id == "u1"                        # 40 refreshes are not load
+    assert len(due) == 32 and all(p.refresh for p in due[1:])
+    assert "r0" not in {p.user_id for p in due}          # a refresh waits for the interval
+    clock[0] += 1.0
+    assert "r0" in {p.user_id for p in s.due(32)}
