@@ -37,7 +37,8 @@ from streams.app import changelog_name, declare_topics
 from streams.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Resume, save_resume
 from streams.coalesce import PendingRank, RankScheduler
 from streams.dlq import DeadLetterQueue, KeyMismatch, Reason
-from streams.review_texts import add_waiting, read_messages, to_read, waiting, with_waiting
+from streams.review_texts import (add_waiting, read_messages, to_read, user_partition, waiting,
+                                  with_waiting)
 from streams.runner import EngineRunner, FeedbackJob, RankJob
 from streams.schemas import (ClickEvent, Event, ItemEvent, Recommendation, RecommendationRequest,
                              RecommendedItem, ReviewEvent, parse_event)
@@ -279,10 +280,8 @@ class Pipeline:
         """Whether this worker still holds the user's partition: after a rebalance the old
         owner must not send a ranking that lands after the new owner's fresher one."""
         envelope = self.users.get(user_id)
-        if not envelope or not envelope["o"]:
-            return True
-        partition = int(next(iter(envelope["o"])).rsplit(":", 1)[1])  # "reviews:3": the user's partition
-        return partition in self.owned
+        partition = user_partition(envelope) if envelope else None
+        return partition is None or partition in self.owned
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         """Faust signals a revocation before the group hands the partitions to anyone else.
@@ -446,6 +445,10 @@ class Pipeline:
         metrics.REVIEW_TEXT_BACKLOG.set(len(self.review_texts))
         if reviews:
             self._texts_waiting.set()
+
+    def _queued_texts(self) -> set[tuple[int, int]]:
+        """(partition, offset) of the review texts in the lane's queue."""
+        return {(m.partition, m.offset) for _, m in self.review_texts}
 
     async def review_text_lane(self) -> None:
         """Embed waiting review texts batch after batch, forever."""
@@ -653,8 +656,7 @@ class Pipeline:
         if count:
             log.info("re-ranking %d recently active users after rebalance", count)
             self.wake()
-        queued = {(m.partition, m.offset) for _, m in self.review_texts}
-        wanted = to_read(self.users.values(), self.owned, queued)
+        wanted = to_read(self.users.values(), self.owned, self._queued_texts())
         if wanted:
             self._text_reader = asyncio.ensure_future(self.read_waiting_texts(wanted))
 
@@ -668,7 +670,7 @@ class Pipeline:
         except Exception as exc:  # the broker away: the next rebalance or restart reads them
             log.warning("waiting review texts not read again (%s: %s)", type(exc).__name__, exc)
             return
-        queued = {(m.partition, m.offset) for _, m in self.review_texts}
+        queued = self._queued_texts()
         texts = []
         for message in messages:
             if (message.partition, message.offset) in queued or message.partition not in self.owned:

@@ -12,6 +12,12 @@ import pytest
 from streams.settings import Settings
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (`pytest.mark.anyio`) run on asyncio, the loop Faust and aiokafka use."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers of a running broker, shared by the whole test session."""

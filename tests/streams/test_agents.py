@@ -30,11 +30,6 @@ NOW = time.time()
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeEngine:
     """Records calls; profiles are dicts with the applied event ids, like the real engine's."""
 

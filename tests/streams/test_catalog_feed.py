@@ -24,11 +24,6 @@ NOW = time.time()
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Engine:
     """Records upserts; raises while `down` (store outage) or for items named 'bad'."""
 

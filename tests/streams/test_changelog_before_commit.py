@@ -16,11 +16,6 @@ from streams.agents import Pipeline, UsersTable
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class SlowBuffer:
     """Like Faust's ProducerBuffer: writes wait in `pending` and reach the Kafka client only
     when sent; `flush` under load gives up before the buffer is empty."""

@@ -27,11 +27,6 @@ from streams.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Engine:
     model_version = "fake"
     encoder = None

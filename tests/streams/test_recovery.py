@@ -17,11 +17,6 @@ from streams.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class RecordingConsumer:
     """Records the order of the flow, partition and seek calls the recovery makes."""
 

@@ -14,11 +14,6 @@ from streams.catalog_feed import resume_path
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Runner:
     def __init__(self) -> None:
         self.down = True

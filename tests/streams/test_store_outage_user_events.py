@@ -17,11 +17,6 @@ from streams.schemas import ClickEvent
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Runner:
     """observe fails while the store is down; the store comes back after `down` probes."""
 
