@@ -353,10 +353,11 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
     sent: list[tuple[str, str, float]] = []
     probes: list[ItemProbe] = []
     target = total(workers, "xlrec_profile_updates_total")
-    start = time.time()
-    next_item = start
-    count = 0
     with EventProducer(settings, check=False) as producer:
+        producer.connect()
+        start = time.time()
+        next_item = start
+        count = 0
         for i, m in enumerate(messages):
             due = start + i / rate
             if due - start >= seconds:
