@@ -6,12 +6,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from streams.schemas import (ClickEvent, Event, InvalidEvent, ItemEvent, RecommendationRequest,
                              ReviewEvent, parse_event)
 from streams.settings import Settings, get_settings
-from streams.topics import BrokerUnavailable, check_broker
+from streams.topics import check_broker
 
 TOPIC_OF: dict[type[Event], str] = {
     ItemEvent: "items", ClickEvent: "clicks", ReviewEvent: "reviews",
@@ -45,16 +45,6 @@ class EventProducer:
         self._lock = threading.Lock()
         self.delivered = 0
         self.failed: list[str] = []
-
-    def connect(self, timeout_s: float = 10.0) -> None:
-        """Open the connection to the broker now (one metadata request). A new producer's
-        first events otherwise wait ~0.4 s for the connection and its idempotent producer id:
-        a latency measurement must not count that."""
-        try:
-            self._producer.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"no Kafka broker answers at {self.settings.bootstrap} within "
-                                    f"{timeout_s:.0f}s: {exc.args[0].str()}") from None
 
     def send(self, event: Event | dict[str, Any] | bytes | str, kind: str | None = None) -> Event:
         """Validate and enqueue one event. `kind` ('items', 'clicks', ...) is needed for raw input."""

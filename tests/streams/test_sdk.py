@@ -112,13 +112,6 @@ def test_unreachable_broker_fails_fast_and_clearly() -> None:
     assert time.monotonic() - started < 10
 
 
-def test_event_producer_connects_before_the_first_event(kafka_settings: Settings) -> None:
-    with EventProducer(kafka_settings, check=False) as producer:
-        producer.connect(timeout_s=10)
-    with pytest.raises(BrokerUnavailable, match="no Kafka broker answers at 127.0.0.1:9 within 2s"):
-        EventProducer(Settings(bootstrap="127.0.0.1:9"), check=False).connect(timeout_s=2)
-
-
 def test_topics_create_is_idempotent(kafka_settings: Settings) -> None:
     first = create_topics(kafka_settings)
     assert set(first.values()) == {"created"} and len(first) == 6
