@@ -182,6 +182,9 @@ class Recommender:
             raw = np.asarray(review_vector, np.float32)
             self.centering.learn(raw, event.lang)
             neutral = self.centering.neutral(raw, event.lang)
+        # The store holds what search needs, the vector and the languages, not the counts.
+        if neutral is not None or (event.lang and event.lang not in self.catalog.lang_counts[row]):
+            self._push(row)
         self.catalog.add_event(row, positive, event.lang, neutral)
         self.trend.add(row, event.ts)
         if event.lang:
@@ -197,7 +200,6 @@ class Recommender:
             ts=event.ts, kind="review" if is_review else "click", positive=positive,
             lang=event.lang, item_vector=item_vec if item_vec.any() else None,
             review_vector=neutral, config=self.profile_config)
-        self._push(row)
         self._changed()
         return new
 
@@ -357,7 +359,7 @@ class Recommender:
 
     def _push(self, row: int) -> None:
         """Mark an item for the vector store; `flush_store` writes it. Events move an item's
-        vector and counters one at a time, so a batch of events writes each item once."""
+        vector or languages one at a time, so a batch of events writes each item once."""
         self._unpushed.add(row)
 
     def flush_store(self) -> None:
@@ -366,8 +368,7 @@ class Recommender:
         c = self.catalog
         rows = [r for r in sorted(self._unpushed) if c.active[r] and c.vec[r].any()]
         self.store.upsert([ItemPoint(c.index.ids[r], c.vec[r].copy(), {
-            "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r]),
-            "n": int(c.n_events[r])}) for r in rows])
+            "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r])}) for r in rows])
         self._unpushed.clear()  # only once written: a store outage must not drop them
 
     def _context(self, profile: Profile | None, query: np.ndarray | None) -> UserContext:

@@ -138,3 +138,38 @@ def test_click_profile_and_reason_text() -> None:
     assert reasons  # every item carries some text
     assert all(isinstance(r, str) and r for r in reasons.values())
     assert np.isfinite([i.score for i in rec.recommend("u", p, k=5, now=T0 + 120)]).all()
+
+
+class CountingStore(MemoryStore):
+    """MemoryStore that records which items each upsert wrote."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.written: list[str] = []
+
+    def upsert(self, points) -> None:  # type: ignore[no-untyped-def]
+        self.written += [p.item_id for p in points]
+        super().upsert(points)
+
+
+def test_the_store_is_written_only_when_what_search_reads_changes() -> None:
+    """Search reads an item's vector and languages, so a click in a language the item has
+    already seen writes nothing; a new language or a review's text does."""
+    store = CountingStore(32)
+    rec = Recommender(store, FakeEncoder(32))
+    rec.upsert_items([ItemEvent(item_id=i, title=t, lang=lang, description=w, ts=T0)
+                      for i, (t, lang, w) in ITEMS.items()])
+    store.written.clear()
+    click = ClickEvent(event_id="c1", user_id="u", item_id="s-fr", ts=T0 + 60, lang="fr")
+    profile = rec.observe(None, click)
+    rec.flush_store()
+    assert store.written == ["s-fr"]                        # its first language from events
+    profile = rec.observe(profile, click.model_copy(update={"event_id": "c2", "ts": T0 + 120}))
+    rec.flush_store()
+    assert store.written == ["s-fr"]                        # nothing new for search
+    profile = rec.observe(profile, click.model_copy(update={"event_id": "c3", "ts": T0 + 180, "lang": "de"}))
+    rec.flush_store()
+    assert store.written == ["s-fr", "s-fr"] and "de" in store.get(["s-fr"])["s-fr"].payload["langs"]
+    rec.observe(profile, _review(4, "u", "s-fr", lang="fr"))   # its text is embedded with the event
+    rec.flush_store()
+    assert store.written == ["s-fr"] * 3
