@@ -37,7 +37,7 @@ REVIEW_LANE_NICE = 10
 # n-th event only, this many per batch (profiles, counters and item vectors still take every
 # event). Its weights are one global model of a few dozen features that no single event
 # decides, and learning is most of an event's cost; without a backlog it sees every event.
-LEARN_PER_BATCH = 32
+LEARN_PER_BATCH = 8
 
 
 def _lower_priority() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -393,7 +394,9 @@ async def test_under_a_backlog_the_ranker_learns_from_a_sample_and_profiles_from
     backlog = [_event("t.clicks", click(f"b{i}", user=f"v{i}"), f"v{i}", 100 + i) for i in range(100)]
     await pipeline.handle_user_events(backlog)
     assert engine.observed[LEARN_PER_BATCH:] == [f"b{i}" for i in range(100)]
-    assert engine.learned == [f"b{i}" for i in range(0, 100, 4)]   # every 4th: 25 <= LEARN_PER_BATCH
+    stride = math.ceil(100 / LEARN_PER_BATCH)
+    assert engine.learned == [f"b{i}" for i in range(0, 100, stride)]   # every n-th event
+    assert LEARN_PER_BATCH // 2 < len(engine.learned) <= LEARN_PER_BATCH
     assert all(pipeline.users[f"v{i}"]["p"]["n"] == 1 for i in range(100))
 
 
