@@ -262,10 +262,11 @@ class Recommender:
         diversified = [self.catalog.index.ids[rows[j]] for j in picked]
         rng = random.Random(zlib.crc32(f"{self.seed}:{user_id}:{now}".encode()))
         shown, explored = explore(picked, len(rows), k, self.config, rng)
-        mean_x = x.mean(axis=0)
+        # What each signal group added to each shown item, over the average candidate.
+        lifts = (((x[shown] - x.mean(axis=0)) * weights) @ GROUP_MATRIX).tolist()
         items = []
-        for j in shown:
-            group = self._top_group(x[j], mean_x, weights)
+        for j, lift in zip(shown, lifts):
+            group = _top_group(dict(zip(FEATURE_GROUPS, lift)))
             if by_query is not None and by_query[j] > scores[j] - by_query[j]:
                 group = "query"
             items.append(self._item(int(rows[j]), float(scores[j]),
@@ -451,18 +452,6 @@ class Recommender:
         x = signals.matrix(np.asarray([row, *negatives], np.int64))
         self.scorer.learn(x[0], x[1:], self.rng)
 
-    def _top_group(self, x: np.ndarray, mean_x: np.ndarray, weights: np.ndarray) -> str:
-        """The signal group that lifted this item most above the average candidate. A
-        personal reason (content, co-occurrence) wins when it did at least half as much as
-        the strongest group: it tells the user more than "trending"."""
-        contrib = weights * (x - mean_x)
-        values = dict(zip(FEATURE_GROUPS, (contrib @ GROUP_MATRIX).tolist()))
-        best = max(values, key=values.__getitem__)
-        if values[best] <= 0:
-            return "popular"
-        personal = max(("content", "cooc"), key=values.__getitem__)
-        return personal if values[personal] >= 0.5 * values[best] else best
-
     def _item(self, row: int, score: float, group: str, ctx: UserContext) -> Recommended:
         c = self.catalog
         return Recommended(c.index.ids[row], score, self._reason(row, group, ctx), c.titles[row],
@@ -491,6 +480,17 @@ class Recommender:
         if group == "new":
             return reasons.NEW
         return reasons.POPULAR
+
+
+def _top_group(lift: dict[str, float]) -> str:
+    """The signal group that lifted an item most above the average candidate. A personal
+    reason (content, co-occurrence) wins when it did at least half as much as the strongest
+    group: it tells the user more than "trending"."""
+    best = max(lift, key=lift.__getitem__)
+    if lift[best] <= 0:
+        return "popular"
+    personal = max(("content", "cooc"), key=lift.__getitem__)
+    return personal if lift[personal] >= 0.5 * lift[best] else best
 
 
 def _z(values: np.ndarray) -> np.ndarray:
