@@ -44,6 +44,7 @@ ITEM_EVERY_S = 1.0       # one new item per second during each fixed-rate phase
 ITEM_TIMEOUT_S = 30.0    # an item not found by then counts as not searchable
 SETTLE_S = 3.0           # after a phase: the last coalesced rankings (rank interval + margin)
 TAIL_STILL_S = 1.5       # recommendations that stop for this long (none pending) are done
+RANKINGS_DRAIN_S = 300.0  # after a fixed-rate phase: time for the last pending rankings
 LIMIT_TOPIC = "bench-limit-out"   # the raw loop's output; also takes each phase's warm-up message
 
 
@@ -383,7 +384,10 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
                 target += 1
             producer.send_raw(settings.topic(m.kind), m.key, m.value)
     produce_s = time.time() - start
-    applied = measure_rate(workers, "xlrec_profile_updates_total", target, timeout_s=120.0)
+    # Until every event is applied and no ranking waits: under overload the rankings trail the
+    # updates, and cutting them off would leave the slowest events out of the percentiles.
+    applied = measure_rate(workers, "xlrec_profile_updates_total", target, timeout_s=RANKINGS_DRAIN_S,
+                           tail="recommendations_after_events")
     time.sleep(SETTLE_S)
     for probe in probes:
         probe.join(ITEM_TIMEOUT_S)
