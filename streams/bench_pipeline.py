@@ -164,13 +164,15 @@ def total(workers: list[Worker], name: str) -> float:
 def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: float,
                  tail: str | None = None) -> dict[str, Any]:
     """Poll the summed counter `name` until it reaches `target` (or stalls, or time runs out):
-    its rate between the last poll before any progress (else the first) and the last poll
-    that saw progress. With `tail` (e.g.
-    recommendations, which trail the updates that cause them), polling goes on until no
-    ranking is pending and the tail counter stood still for TAIL_STILL_S; its rate is over
-    the first update to its own last change."""
+    its rate between the last poll before every worker made progress (else the first) and the
+    last poll that saw progress. (Workers join the group one after the other, and the first
+    one consumes alone until the group rebalances: that start is not the group's rate.)
+    With `tail` (e.g. recommendations, which trail the updates that cause them), polling goes
+    on until no ranking is pending and the tail counter stood still for TAIL_STILL_S; its rate
+    is over the first update to its own last change."""
     names = (name, tail, "xlrec_rankings_pending") if tail else (name,)
     first: tuple[float, dict[str, float]] | None = None
+    first_any: tuple[float, dict[str, float]] | None = None   # for a worker left without partitions
     last: tuple[float, dict[str, float]] | None = None
     tail_last: tuple[float, float] | None = None
     deadline = time.monotonic() + timeout_s
@@ -179,8 +181,11 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
     reached = False
     while time.monotonic() < deadline:
         now = time.monotonic()
-        sample = {k: total(workers, k) for k in names}
-        if sample[name] == 0 or first is None:
+        per_worker = [w.metrics() for w in workers]
+        sample = {k: sum(m.get(k, 0.0) for m in per_worker) for k in names}
+        if first_any is None or sample[name] == 0:
+            first_any = (now, sample)
+        if first is None or any(m.get(name, 0.0) == 0 for m in per_worker):
             first = (now, sample)
         if sample[name] > previous:
             previous, stalled_since = sample[name], now
@@ -195,6 +200,8 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
         if any(w.proc.poll() is not None for w in workers):
             raise RuntimeError(f"a worker exited; see {workers[0].log}")
         time.sleep(POLL_S)
+    if last is not None and first is not None and last[0] <= first[0]:
+        first = first_any
     if first is None or last is None or last[0] <= first[0]:
         return {"per_s": 0.0, "done": previous, "target": target, "completed": False}
     span = last[0] - first[0]

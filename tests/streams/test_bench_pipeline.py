@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams.bench_pipeline import freshness, percentiles
+from streams import bench_pipeline
+from streams.bench_pipeline import freshness, measure_rate, percentiles
 from streams.cli import app
 from streams.steam import DEFAULT_STEAM_DIR
 
@@ -28,6 +29,34 @@ def test_percentiles_nearest_rank() -> None:
     p = percentiles([float(i) for i in range(1, 101)])
     assert (p["p50"], p["p95"], p["p99"], p["max"], p["n"]) == (50.0, 95.0, 99.0, 100.0, 100)
     assert percentiles([])["n"] == 0
+
+
+class ScriptedWorker:
+    """A worker whose profile-update counter follows a script, one value per poll."""
+
+    def __init__(self, counts: list[float]) -> None:
+        self.counts = iter(counts)
+        self.last = 0.0
+        self.proc = type("Proc", (), {"poll": staticmethod(lambda: None)})()
+
+    def metrics(self) -> dict[str, float]:
+        self.last = next(self.counts, self.last)
+        return {"xlrec_profile_updates_total": self.last}
+
+
+def test_the_group_rate_starts_when_every_worker_consumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first worker consumes alone until the second joins and the group rebalances (the
+    stall); the group's rate is what both do together from then on: 200 per poll here."""
+    clock = [0.0]
+    monkeypatch.setattr(bench_pipeline.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(bench_pipeline.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + 1.0))
+    one = ScriptedWorker([0, 300, 300, 300, 400, 500, 600, 700])
+    two = ScriptedWorker([0, 0, 0, 0, 100, 200, 300, 400])
+    rate = measure_rate([one, two], "xlrec_profile_updates_total", 1100, timeout_s=100)  # type: ignore[list-item]
+    assert rate["completed"] and rate["per_s"] == 200.0 and rate["seconds"] == 4.0
+    alone = measure_rate([ScriptedWorker([0, 300, 600, 900])], "xlrec_profile_updates_total", 900,
+                         timeout_s=100)  # type: ignore[list-item]
+    assert alone["per_s"] == 300.0
 
 
 @pytest.mark.integration
