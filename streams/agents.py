@@ -276,6 +276,11 @@ class Pipeline:
         envelope = self.users.get(user_id)
         return envelope["p"] if envelope else None
 
+    def last_event(self, user_id: str) -> str | None:
+        """The event_id of the last event applied to the user's profile."""
+        envelope = self.users.get(user_id)
+        return envelope.get("e") if envelope else None
+
     def owns(self, user_id: str) -> bool:
         """Whether this worker still holds the user's partition: after a rebalance the old
         owner must not send a ranking that lands after the new owner's fresher one."""
@@ -539,6 +544,10 @@ class Pipeline:
         """Compute and emit one batch of rankings (coalesced users first, then requests)."""
         now = self.now()
         jobs = [RankJob(p.user_id, self.profile_of(p.user_id), self.settings.top_k, now) for p in due]
+        # The trigger is the last event of the profile ranked, read with it: the one marked may
+        # be older (a replay after a crash, or a pending entry that outlived losing and
+        # regaining the partition), and a ranking labelled with it would look stale.
+        triggers = [self.last_event(p.user_id) or p.trigger_event_id for p in due]
         answered: list[tuple[RecommendationRequest, Message]] = []
         for request, message in requests:
             try:
@@ -569,7 +578,7 @@ class Pipeline:
                 continue  # revoked meanwhile: the new owner ranks the user (on_rebalance_complete)
             produced = pending.oldest_produced_ts if pending else (message.timestamp or time.time())
             await self.emit(job.user_id, result, model_version, produced,
-                            trigger_event_id=pending.trigger_event_id if pending else None,
+                            trigger_event_id=triggers[i] if pending else None,
                             request_id=request.request_id if request else None,
                             refresh=pending.refresh if pending else False)
 

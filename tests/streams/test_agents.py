@@ -312,6 +312,20 @@ async def test_rankings_are_coalesced_per_user(pipeline: Pipeline, engine: FakeE
     assert orjson.loads(pipeline.latest.get("u1")) == rec  # type: ignore[arg-type]
 
 
+async def test_a_ranking_names_the_last_event_of_the_profile_it_ranked(pipeline: Pipeline) -> None:
+    """A replayed message marks its user again with its own, older event_id (after a crash, or
+    on a worker that lost and regained the partition): the ranking still reflects the whole
+    profile, and says so, instead of looking stale next to a newer one."""
+    events = [_event("t.clicks", click(f"e{i}"), "u1", i) for i in range(3)]
+    await pipeline.handle_user_events(events)
+    await pipeline.handle_user_events(events[:1])          # a replay of e0: already applied
+    (pending,) = pipeline.scheduler.due(10)
+    assert pending.trigger_event_id == "e0"
+    await pipeline.rank([pending], [])
+    (rec,) = [orjson.loads(k["value"]) for k in sent(pipeline.topics.recommendations.send)]  # type: ignore[arg-type]
+    assert rec["trigger_event_id"] == "e2"
+
+
 async def test_ranking_loop_emits_after_events(pipeline: Pipeline, engine: FakeEngine) -> None:
     task = asyncio.create_task(pipeline.ranking_loop())
     try:
