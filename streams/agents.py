@@ -224,7 +224,7 @@ class Pipeline:
         self._upserts_since_optimize = 0
         self._kinds = {settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}
         self._user_topics = {settings.topic(k) for k in ("clicks", "reviews")}
-        self.owned: set[int] = set()  # user partitions this worker holds now
+        self.owned: set[int] = set()  # user partitions this worker holds, with their table recovered
         self.feed = CatalogFeed(settings, runner, resume.items if resume else {}, self.items_applied)
         self._lag_monitor: Any = None
         self._text_reader: asyncio.Future[None] | None = None
@@ -301,7 +301,10 @@ class Pipeline:
         metrics.REVIEW_TEXT_BACKLOG.set(len(keep))
 
     async def on_partitions_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        self.owned = {tp.partition for tp in assigned if tp.topic in self._user_topics}
+        # A newly assigned partition is owned once its table is recovered (on_rebalance_complete):
+        # ranked before, its users would be ranked from what this worker knew when it last held
+        # it, and that ranking could land after the fresh one of the previous owner.
+        self.owned &= {tp.partition for tp in assigned if tp.topic in self._user_topics}
 
     def wake(self) -> None:
         self._wake.set()
@@ -655,7 +658,9 @@ class Pipeline:
 
     async def on_rebalance_complete(self, sender: Any = None, **kwargs: Any) -> None:
         """After a restart or a rebalance, re-rank users whose last events may not have been
-        ranked before the previous owner stopped (their rankings lived only in memory)."""
+        ranked before the previous owner stopped (their rankings lived only in memory). The
+        table is recovered now, so the assigned partitions are owned from here on."""
+        self.owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic in self._user_topics}
         horizon = time.time() - RERANK_AFTER_RECOVERY_S
         count = 0
         for user_id, envelope in list(self.users.items()):

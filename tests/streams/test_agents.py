@@ -15,6 +15,7 @@ from unittest.mock import AsyncMock, MagicMock, patch
 import numpy as np
 import orjson
 import pytest
+from faust.types import TP
 
 from ranking.engine import Recommended
 from streams import metrics
@@ -270,8 +271,8 @@ async def test_the_owner_after_a_restart_reads_the_waiting_texts_again(
         return [_event("t.reviews", review("r1"), "u1", 5).message]
 
     monkeypatch.setattr("streams.agents.read_messages", read)
-    pipeline.owned = {0}
-    await pipeline.on_rebalance_complete()
+    with patch.object(pipeline.app.consumer, "assignment", return_value={TP("t.reviews", 0), TP("t.clicks", 0)}):
+        await pipeline.on_rebalance_complete()
     assert pipeline._text_reader is not None
     await pipeline._text_reader
     assert asked == [("t.reviews", {0: {5}})]   # only the partitions this worker owns

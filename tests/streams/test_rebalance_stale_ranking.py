@@ -65,11 +65,40 @@ def click(user: str, partition: int) -> Any:
     return event
 
 
+def user_tps(*partitions: int) -> set[TP]:
+    return {TP(t, p) for t in ("t.clicks", "t.reviews") for p in partitions}
+
+
+async def recovered(pipeline: Pipeline, assignment: set[TP]) -> None:
+    """Faust's end of a rebalance: the tables of `assignment` are recovered."""
+    with patch.object(pipeline.app.consumer, "assignment", return_value=assignment):
+        await pipeline.on_rebalance_complete()
+
+
+def sent_to(pipeline: Pipeline) -> list[str]:
+    return [orjson.loads(call.kwargs["value"])["user_id"]
+            for call in pipeline.topics.recommendations.send.await_args_list]  # type: ignore[attr-defined]
+
+
 async def test_rankings_of_revoked_partitions_are_not_sent(pipeline: Pipeline) -> None:
-    await pipeline.on_partitions_assigned(None, {TP(t, p) for t in ("t.clicks", "t.reviews") for p in (1, 2)})
+    await pipeline.on_partitions_assigned(None, user_tps(1, 2))
+    await recovered(pipeline, user_tps(1, 2))
+    pipeline.scheduler.due(10)    # the re-ranking after recovery: nobody is known yet
     await pipeline.handle_user_events([click("kept", 1), click("moved", 2)])
     await pipeline.on_partitions_revoked(None, {TP("t.clicks", 2), TP("t.reviews", 2)})  # to another worker
     await pipeline.rank(pipeline.scheduler.due(10), [])
-    sent = [orjson.loads(call.kwargs["value"])["user_id"]
-            for call in pipeline.topics.recommendations.send.await_args_list]  # type: ignore[attr-defined]
-    assert sent == ["kept"]
+    assert sent_to(pipeline) == ["kept"]
+
+
+async def test_a_newly_assigned_partition_is_ranked_once_its_table_is_recovered(pipeline: Pipeline) -> None:
+    """What this worker knew of a partition it held before is stale until the recovery
+    brought its table up to date: a ranking from it could land after the previous owner's."""
+    await pipeline.on_partitions_assigned(None, user_tps(1))
+    await recovered(pipeline, user_tps(1))
+    await pipeline.handle_user_events([click("old", 2)])   # e.g. applied when it last held 2
+    await pipeline.on_partitions_assigned(None, user_tps(1, 2))
+    await pipeline.rank(pipeline.scheduler.due(10), [])
+    assert sent_to(pipeline) == []          # partition 2's table is not recovered yet
+    await recovered(pipeline, user_tps(1, 2))
+    await pipeline.rank(pipeline.scheduler.due(10), [])
+    assert sent_to(pipeline) == ["old"]     # re-ranked from the recovered table
