@@ -276,11 +276,6 @@ class Pipeline:
         envelope = self.users.get(user_id)
         return envelope["p"] if envelope else None
 
-    def last_event(self, user_id: str) -> str | None:
-        """The event_id of the last event applied to the user's profile."""
-        envelope = self.users.get(user_id)
-        return envelope.get("e") if envelope else None
-
     def owns(self, user_id: str) -> bool:
         """Whether this worker still holds the user's partition: after a rebalance the old
         owner must not send a ranking that lands after the new owner's fresher one."""
@@ -546,11 +541,13 @@ class Pipeline:
                    requests: list[tuple[RecommendationRequest, Message]]) -> None:
         """Compute and emit one batch of rankings (coalesced users first, then requests)."""
         now = self.now()
-        jobs = [RankJob(p.user_id, self.profile_of(p.user_id), self.settings.top_k, now) for p in due]
+        envelopes = [self.users.get(p.user_id) for p in due]
+        jobs = [RankJob(p.user_id, env["p"] if env else None, self.settings.top_k, now)
+                for p, env in zip(due, envelopes)]
         # The trigger is the last event of the profile ranked, read with it: the one marked may
         # be older (a replay after a crash, or a pending entry that outlived losing and
         # regaining the partition), and a ranking labelled with it would look stale.
-        triggers = [self.last_event(p.user_id) or p.trigger_event_id for p in due]
+        triggers = [(env or {}).get("e") or p.trigger_event_id for p, env in zip(due, envelopes)]
         answered: list[tuple[RecommendationRequest, Message]] = []
         for request, message in requests:
             try:
