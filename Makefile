@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m streams.run_demo
+	$(BIN)/python -m streams.tools.demo
 
 test: install
 	$(BIN)/pytest -q

@@ -78,7 +78,7 @@ class ExportResult:
 def models_root(cache_dir: Path | None = None) -> Path:
     """`<cache_dir>/models`, with cache_dir from XLREC_CACHE_DIR (default ~/.cache/xlrec)."""
     if cache_dir is None:
-        from streams.settings import get_settings
+        from streams.contracts.settings import get_settings
 
         cache_dir = get_settings().cache_dir
     return Path(cache_dir).expanduser() / "models"

@@ -33,7 +33,7 @@ def resolve_device(device: str | None = None) -> str:
     """'cpu' or 'cuda' from an explicit choice, else XLREC_DEVICE, where 'auto' means CUDA
     when onnxruntime offers it."""
     if device is None:
-        from streams.settings import get_settings
+        from streams.contracts.settings import get_settings
 
         device = get_settings().device
     device = device.lower()
@@ -57,7 +57,7 @@ class OnnxEncoder:
                  batch_size: int | None = None, max_batch_tokens: int | None = None) -> None:
         import onnxruntime as ort
 
-        from streams.settings import get_settings
+        from streams.contracts.settings import get_settings
 
         settings = get_settings()
         manifest = read_manifest(model_dir)

@@ -38,7 +38,7 @@ from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, GROUP_MA
 from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 from ranking.store import ItemPoint, VectorStore
 from ranking.vectors import LanguageCentering
-from streams.schemas import ClickEvent, ItemEvent, ReviewEvent
+from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
 
 Profile = dict[str, Any]
 UserEvent = ClickEvent | ReviewEvent
@@ -49,7 +49,7 @@ MAX_REVIEW_CHARS = 2_000   # enough for the encoder's token budget; bounds token
 
 
 class Recommended(NamedTuple):
-    """One recommended item, in the shape of `streams.schemas.RecommendedItem`."""
+    """One recommended item, in the shape of `streams.contracts.schemas.RecommendedItem`."""
 
     item_id: str
     score: float

@@ -33,7 +33,7 @@ def evaluate(
     from ranking.evaluate import EvalOptions
     from ranking.evaluate import evaluate as run
     from ranking.report import targets, write_outputs
-    from streams.settings import get_settings
+    from streams.contracts.settings import get_settings
 
     console = Console(stderr=True)
     names = [m.strip() for m in models.split(",") if m.strip()]

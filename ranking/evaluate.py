@@ -24,10 +24,10 @@ from ranking.base import Interaction, NewItem, Ranker
 from ranking.baselines import BiasedMF, CoOccurrence, Content, Popularity, RecentPopularity
 from ranking.engine import Recommender, item_text
 from ranking.memory_store import MemoryStore
-from ranking.metrics import Stats, coverage, hit_rank
-from streams.languages import base_language
-from streams.schemas import ClickEvent, InvalidEvent, ItemEvent, ReviewEvent, parse_event
-from streams.steam import EVENT_COLUMNS, BadLine, _open_text, read_reviews, read_titles
+from ranking.offline_metrics import Stats, coverage, hit_rank
+from streams.contracts.languages import base_language
+from streams.contracts.schemas import ClickEvent, InvalidEvent, ItemEvent, ReviewEvent, parse_event
+from streams.tools.steam import EVENT_COLUMNS, BadLine, _open_text, read_reviews, read_titles
 
 K = 10
 WEEK = 7 * 86400.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.languages import base_language
+from streams.contracts.languages import base_language
 
 LANGUAGE_NAMES = {
     "en": "English", "zh-Hans": "Chinese", "zh-Hant": "Chinese (Traditional)", "zh": "Chinese",

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.settings import Settings
+from streams.contracts.settings import Settings
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if bootstrap := os.environ.get("XLREC_BOOTSTRAP"):
         yield bootstrap
         return
-    from streams import broker
+    from streams.ops import broker
 
     data_dir = tmp_path_factory.mktemp("kafka")
     try:

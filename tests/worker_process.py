@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from streams.settings import Settings
+from streams.contracts.settings import Settings
 
 START_S = 180.0   # the first start on a machine may export the encoder (about a minute)
 

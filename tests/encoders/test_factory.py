@@ -12,7 +12,7 @@ import pytest
 from encoders import export as export_mod
 from encoders import factory
 from encoders.onnx_encoder import CPU, EncoderDeviceError, OnnxEncoder, cuda_available, resolve_device
-from streams.settings import get_settings
+from streams.contracts.settings import get_settings
 
 
 def test_default_encoder_on_this_machine(model_dir: Path) -> None:

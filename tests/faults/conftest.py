@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from streams import broker
-from streams.broker import BrokerInfo
-from streams.settings import Settings
-from streams.topics import create_topics
+from streams.ops import broker
+from streams.ops.broker import BrokerInfo
+from streams.contracts.settings import Settings
+from streams.contracts.topics import create_topics
 from tests.faults.harness import (Figures, Worker, count_applied, fault_settings, feed_items, produce,
                                   steam_stream, wait_consumed, wait_texts_folded)
 

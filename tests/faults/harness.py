@@ -25,12 +25,12 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartiti
 
 from ranking.profile import MAX_EVENT_IDS
 from ranking.vectors import decode_vector
-from streams.app import changelog_name
-from streams.producer import EventProducer
-from streams.schemas import ItemEvent, Recommendation, ReviewEvent
-from streams.settings import Settings
-from streams.steam import DEFAULT_STEAM_DIR, replay_events
-from streams.topics import admin_client
+from streams.worker.app import changelog_name
+from streams.sdk.producer import EventProducer
+from streams.contracts.schemas import ItemEvent, Recommendation, ReviewEvent
+from streams.contracts.settings import Settings
+from streams.tools.steam import DEFAULT_STEAM_DIR, replay_events
+from streams.contracts.topics import admin_client
 from tests.worker_process import WorkerProcess, http_get
 
 STEAM_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))

@@ -19,9 +19,9 @@ import pytest
 from encoders.export import MANIFEST_FILE, MODEL_FILES, TOKENIZER_FILE, model_dir_for
 from encoders.sources import resolve_source
 from ranking.qdrant_store import EdgeStore, collection_name
-from streams.settings import Settings
-from streams.topics import create_topics
-from streams.worker_cli import snapshot_path
+from streams.contracts.settings import Settings
+from streams.contracts.topics import create_topics
+from streams.worker.cli import snapshot_path
 from tests.faults.harness import Worker, fault_settings
 from tests.worker_process import free_port
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.producer import EventProducer
-from streams.topics import create_topics
+from streams.sdk.producer import EventProducer
+from streams.contracts.topics import create_topics
 from tests.faults.conftest import PrivateBroker, Reference
 from tests.faults.harness import (Figures, Worker, check_against_reference, dead_letters,
                                   fault_settings, feed_items, steam_stream, wait_consumed, wait_texts_folded)

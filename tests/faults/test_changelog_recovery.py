@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.producer import EventProducer
-from streams.schemas import Recommendation, RecommendationRequest
-from streams.worker_cli import snapshot_path
+from streams.sdk.producer import EventProducer
+from streams.contracts.schemas import Recommendation, RecommendationRequest
+from streams.worker.cli import snapshot_path
 from tests.faults.conftest import Reference
 from tests.faults.harness import Figures, Worker, read_topic, steam_stream
 

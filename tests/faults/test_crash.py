@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.producer import EventProducer
-from streams.settings import Settings
-from streams.topics import create_topics
+from streams.sdk.producer import EventProducer
+from streams.contracts.settings import Settings
+from streams.contracts.topics import create_topics
 from tests.faults.conftest import Reference
 from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, check_against_reference, counter,
                                   dead_letters, fault_settings, feed_items, progress,

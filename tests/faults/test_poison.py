@@ -14,10 +14,10 @@ import orjson
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from streams.dlq import Reason, parse_headers
-from streams.producer import EventProducer
-from streams.schemas import ClickEvent
-from streams.topics import admin_client, create_topics
+from streams.worker.dlq import Reason, parse_headers
+from streams.sdk.producer import EventProducer
+from streams.contracts.schemas import ClickEvent
+from streams.contracts.topics import admin_client, create_topics
 from tests.faults.harness import (POISON_MESSAGES, Figures, Worker, count_applied, dead_letters,
                                   fault_settings, read_table, wait_consumed)
 

@@ -1,7 +1,7 @@
 """Rebalance: one worker, a second and a third join mid-stream, then one is SIGKILLed. Every
 partition is processed, the users table equals the reference run, and every user's latest
 recommendation reflects their last event. Each worker reads the whole catalog itself
-(streams.catalog_feed), so profiles learn item vectors whichever worker owns the user."""
+(streams.worker.catalog_feed), so profiles learn item vectors whichever worker owns the user."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.producer import EventProducer
-from streams.topics import create_topics
+from streams.sdk.producer import EventProducer
+from streams.contracts.topics import create_topics
 from tests.faults.conftest import Reference
 from tests.faults.harness import (STEAM_EVENTS, Figures, Worker, check_against_reference, dead_letters,
                                   fault_settings, feed_items, stale_recommendations,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.topics import create_topics
+from streams.contracts.topics import create_topics
 from tests.faults.conftest import SASL_PASSWORD, SASL_USER, PrivateBroker
 from tests.faults.harness import (Figures, Worker, count_applied, dead_letters, fault_settings, feed_items,
                                   http_get, produce, read_table, steam_stream, wait_consumed,

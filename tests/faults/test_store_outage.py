@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ranking.qdrant_store import ServerStore, collection_name
-from streams.topics import create_topics
+from streams.contracts.topics import create_topics
 from tests.faults.harness import (Figures, Worker, catalog_lag, count_applied, dead_letters, fault_settings,
                                   produce, read_table, steam_stream, wait_catalog, wait_consumed)
 from tests.faults.qdrant_http import FakeQdrant

@@ -12,7 +12,7 @@ from ranking import profile as P
 from ranking.engine import Recommender
 from ranking.hybrid import HybridConfig
 from ranking.memory_store import MemoryStore
-from streams.schemas import ClickEvent, ItemEvent, ReviewEvent
+from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
 from tests.ranking.fakes import FakeEncoder
 
 T0 = 1.6e9

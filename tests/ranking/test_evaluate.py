@@ -12,7 +12,7 @@ import pytest
 from ranking.eval_cli import evaluate as evaluate_command
 from ranking.evaluate import ABLATIONS, ALL_MODELS, SLICES, EvalOptions, evaluate
 from ranking.report import write_outputs
-from streams.steam import DEFAULT_STEAM_DIR, EVENT_COLUMNS
+from streams.tools.steam import DEFAULT_STEAM_DIR, EVENT_COLUMNS
 from tests.ranking.fakes import FakeEncoder
 
 T0 = 1_500_000_000

@@ -14,7 +14,7 @@ import pytest
 from ranking.engine import Recommender
 from ranking.memory_store import MemoryStore
 from ranking.store import ItemPoint
-from streams.schemas import ItemEvent
+from streams.contracts.schemas import ItemEvent
 
 
 class FlakyStore(MemoryStore):

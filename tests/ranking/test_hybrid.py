@@ -15,7 +15,7 @@ from ranking.hybrid import (FEATURES, HISTORY_DEPTH, LANG_HALF_LIVES_H, TREND_HA
                             VARIANCE_FLOOR, HybridConfig, PairwiseScorer, Signals, UserContext)
 from ranking.memory_store import MemoryStore
 from ranking.signals import HOUR
-from streams.schemas import ItemEvent, ReviewEvent
+from streams.contracts.schemas import ItemEvent, ReviewEvent
 from tests.ranking.fakes import FakeEncoder
 
 T0 = 1.6e9

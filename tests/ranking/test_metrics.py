@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ranking.base import top_k
-from ranking.metrics import Stats, coverage, hit_rank, hr_at_k, ndcg_at_k
+from ranking.offline_metrics import Stats, coverage, hit_rank, hr_at_k, ndcg_at_k
 
 
 def test_hit_rank() -> None:

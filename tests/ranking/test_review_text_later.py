@@ -8,7 +8,7 @@ import numpy as np
 from ranking import profile as P
 from ranking.engine import Recommender
 from ranking.memory_store import MemoryStore
-from streams.schemas import ItemEvent, ReviewEvent
+from streams.contracts.schemas import ItemEvent, ReviewEvent
 from tests.ranking.fakes import FakeEncoder
 
 T0 = 1.6e9

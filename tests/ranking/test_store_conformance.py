@@ -15,7 +15,7 @@ import pytest
 
 from ranking.qdrant_store import EdgeStore, ServerStore, StoreError, collection_name, open_store
 from ranking.store import ItemPoint, VectorStore
-from streams.settings import Settings
+from streams.contracts.settings import Settings
 
 DIM = 16
 

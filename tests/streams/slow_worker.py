@@ -1,6 +1,6 @@
 """A stand-in worker process for the dashboard's browser test: consumes one topic as a
 consumer group at a bounded rate, stops polling while a pause file exists (so it falls
-behind; it touches PAUSE_FILE.ack once it is idle), and serves the real `streams.metrics`
+behind; it touches PAUSE_FILE.ack once it is idle), and serves the real `streams.worker.metrics`
 registry on /metrics like a worker does.
 
 Run: python slow_worker.py BOOTSTRAP TOPIC GROUP PORT_FILE PAUSE_FILE
@@ -15,7 +15,7 @@ from pathlib import Path
 from confluent_kafka import Consumer
 from prometheus_client import start_http_server
 
-from streams import metrics
+from streams.worker import metrics
 
 RATE_PER_S = 100  # messages per second when not paused: the lag drains visibly, in seconds
 

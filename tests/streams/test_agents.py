@@ -18,15 +18,15 @@ import pytest
 from faust.types import TP
 
 from ranking.engine import Recommended
-from streams import metrics
-from streams.agents import (GC_YOUNG_THRESHOLD, ImpressionTracker, LatestRecommendations, Pipeline,
+from streams.worker import metrics
+from streams.worker.agents import (GC_YOUNG_THRESHOLD, ImpressionTracker, LatestRecommendations, Pipeline,
                             already_applied)
-from streams.app import broker_credentials, broker_urls, build_app, changelog_name
-from streams.coalesce import RankScheduler
-from streams.dlq import Reason, classify, dead_letter_headers, parse_headers
-from streams.runner import LEARN_PER_BATCH, EngineRunner
-from streams.schemas import InvalidEvent, ItemEvent
-from streams.settings import Settings
+from streams.worker.app import broker_credentials, broker_urls, build_app, changelog_name
+from streams.worker.rank_scheduler import RankScheduler
+from streams.worker.dlq import Reason, classify, dead_letter_headers, parse_headers
+from streams.worker.engine_runner import LEARN_PER_BATCH, EngineRunner
+from streams.contracts.schemas import InvalidEvent, ItemEvent
+from streams.contracts.settings import Settings
 
 NOW = time.time()
 pytestmark = pytest.mark.anyio
@@ -270,7 +270,7 @@ async def test_the_owner_after_a_restart_reads_the_waiting_texts_again(
         asked.append((topic, wanted))
         return [_event("t.reviews", review("r1"), "u1", 5).message]
 
-    monkeypatch.setattr("streams.agents.read_messages", read)
+    monkeypatch.setattr("streams.worker.agents.read_messages", read)
     with patch.object(pipeline.app.consumer, "assignment", return_value={TP("t.reviews", 0), TP("t.clicks", 0)}):
         await pipeline.on_rebalance_complete()
     assert pipeline._text_reader is not None

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams import bench_pipeline
-from streams.bench_pipeline import freshness, measure_rate, percentiles
+from streams.tools import bench_pipeline
+from streams.tools.bench_pipeline import freshness, measure_rate, percentiles
 from streams.cli import app
-from streams.steam import DEFAULT_STEAM_DIR
+from streams.tools.steam import DEFAULT_STEAM_DIR
 
 
 def test_freshness_counts_each_event_once_from_the_first_recommendation_reflecting_it() -> None:

@@ -1,4 +1,4 @@
-"""The local Kafka broker (streams/broker.py) and `xlrec kafka`: start, status, traffic, SASL,
+"""The local Kafka broker (streams/ops/broker.py) and `xlrec kafka`: start, status, traffic, SASL,
 stop and restart against a real JVM; config and error paths without one."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams import broker
-from streams.broker_cli import app
-from streams.settings import Settings
+from streams.ops import broker
+from streams.ops.kafka_cli import app
+from streams.contracts.settings import Settings
 
 SASL_USERS = {"alice": "alice-secret"}
 

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import catalog_feed
-from streams.catalog_feed import CatalogFeed, Resume, load_resume, save_resume
-from streams.runner import EngineRunner
-from streams.schemas import ItemEvent
-from streams.settings import Settings
+from streams.worker import catalog_feed
+from streams.worker.catalog_feed import CatalogFeed, Resume, load_resume, save_resume
+from streams.worker.engine_runner import EngineRunner
+from streams.contracts.schemas import ItemEvent
+from streams.contracts.settings import Settings
 
 NOW = time.time()
 pytestmark = pytest.mark.anyio

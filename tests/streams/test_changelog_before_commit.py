@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from streams.agents import Pipeline, UsersTable
+from streams.worker.agents import Pipeline, UsersTable
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import ssl
 import faust
 from pydantic import SecretStr
 
-from streams.app import aiokafka_security, broker_credentials
-from streams.settings import Settings
+from streams.worker.app import aiokafka_security, broker_credentials
+from streams.contracts.settings import Settings
 
 PASSWORD = "pw-never-shown-123"
 

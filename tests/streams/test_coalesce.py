@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.coalesce import REFRESHES_PER_BATCH, RankScheduler
+from streams.worker.rank_scheduler import REFRESHES_PER_BATCH, RankScheduler
 
 
 def test_disabled_scheduler_queues_no_ranking() -> None:

@@ -1,4 +1,4 @@
-"""streams.dashboard without Kafka or a browser: worker URLs, quantiles, several workers with
+"""streams.ops.dashboard without Kafka or a browser: worker URLs, quantiles, several workers with
 counter resets, and the SSE stream the page reads."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from streams.dashboard import (
+from streams.ops.dashboard import (
     PROCESSED,
     Dashboard,
     MonotonicCounters,
@@ -20,7 +20,7 @@ from streams.dashboard import (
     parse_worker_metrics,
     worker_url,
 )
-from streams.lag import LagReport, PartitionLag, UnknownGroup
+from streams.ops.lag import LagReport, PartitionLag, UnknownGroup
 
 
 def test_worker_url_forms() -> None:

@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
-from streams.settings import Settings
-from streams.topics import admin_client
+from streams.contracts.settings import Settings
+from streams.contracts.topics import admin_client
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

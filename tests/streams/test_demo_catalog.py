@@ -1,7 +1,7 @@
-"""The demo catalog shipped in streams/demo/: valid events, many languages, coherent themes.
+"""The demo catalog shipped in streams/tools/demo_catalog/: valid events, many languages, coherent themes.
 
 `make demo` falls back to this catalog when the Steam data is absent, so it must always parse
-with the same contracts the worker enforces (no broker needed here: only streams.schemas).
+with the same contracts the worker enforces (no broker needed here: only streams.contracts.schemas).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.schemas import ClickEvent, ItemEvent, ReviewEvent, parse_event
+from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent, parse_event
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "streams" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "streams" / "tools" / "demo_catalog"
 EVENT_KINDS = {"review": "reviews", "click": "clicks"}
 
 

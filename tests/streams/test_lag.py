@@ -1,4 +1,4 @@
-"""`xlrec lag` and streams.lag against a real broker: the numbers equal what Kafka's admin API
+"""`xlrec lag` and streams.ops.lag against a real broker: the numbers equal what Kafka's admin API
 reports, --max-lag sets the exit status, and errors are one line and fast."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import NewTopic, OffsetSpec
 
-from streams.lag import COORDINATOR_STARTING, LagMonitor, LagReport, PartitionLag, is_xlrec_group
-from streams.settings import Settings
-from streams.topics import admin_client
+from streams.ops.lag import COORDINATOR_STARTING, LagMonitor, LagReport, PartitionLag, is_xlrec_group
+from streams.contracts.settings import Settings
+from streams.contracts.topics import admin_client
 
 XLREC = str(Path(sys.executable).with_name("xlrec"))
 PARTITIONS = 3

@@ -1,4 +1,4 @@
-"""streams.metrics follows Prometheus naming conventions and renders; the Prometheus and Grafana
+"""streams.worker.metrics follows Prometheus naming conventions and renders; the Prometheus and Grafana
 files in deploy/ parse and only query metrics the worker really exposes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import metrics
+from streams.worker import metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "xlrec.json"

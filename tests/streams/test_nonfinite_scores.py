@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ranking.engine import Recommended
-from streams.runner import EngineRunner, RankJob
+from streams.worker.engine_runner import EngineRunner, RankJob
 
 
 class Engine:

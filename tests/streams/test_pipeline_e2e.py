@@ -17,11 +17,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.dlq import parse_headers
-from streams.producer import EventProducer
-from streams.schemas import ClickEvent, ItemEvent, Recommendation, RecommendationRequest, ReviewEvent
-from streams.settings import Settings
-from streams.topics import admin_client, create_topics
+from streams.worker.dlq import parse_headers
+from streams.sdk.producer import EventProducer
+from streams.contracts.schemas import ClickEvent, ItemEvent, Recommendation, RecommendationRequest, ReviewEvent
+from streams.contracts.settings import Settings
+from streams.contracts.topics import admin_client, create_topics
 from tests.worker_process import WorkerProcess, http_get
 
 pytestmark = pytest.mark.integration

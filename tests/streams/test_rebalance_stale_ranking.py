@@ -19,10 +19,10 @@ from faust.types import TP
 from faust.types.tuples import Message
 
 from ranking.engine import Recommended
-from streams.agents import Pipeline
-from streams.app import build_app
-from streams.runner import EngineRunner
-from streams.settings import Settings
+from streams.worker.agents import Pipeline
+from streams.worker.app import build_app
+from streams.worker.engine_runner import EngineRunner
+from streams.contracts.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

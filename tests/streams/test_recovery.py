@@ -1,5 +1,5 @@
 """The worker's table recovery seeks the stream partitions before any of their records can be
-fetched (streams.recovery); the crash fault test shows the loss this prevents."""
+fetched (streams.worker.recovery); the crash fault test shows the loss this prevents."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from unittest.mock import MagicMock
 import pytest
 from faust.types import TP
 
-from streams.app import build_app
-from streams.recovery import SeekBeforeResumeRecovery
-from streams.settings import Settings
+from streams.worker.app import build_app
+from streams.worker.recovery import SeekBeforeResumeRecovery
+from streams.contracts.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""The bookkeeping of waiting review texts (streams.review_texts) and reading them again from a
+"""The bookkeeping of waiting review texts (streams.worker.review_texts) and reading them again from a
 real broker by offset."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from streams.review_texts import MAX_WAITING_TEXTS, add_waiting, read_messages, to_read, with_waiting
-from streams.settings import Settings
-from streams.topics import create_topics
+from streams.worker.review_texts import MAX_WAITING_TEXTS, add_waiting, read_messages, to_read, with_waiting
+from streams.contracts.settings import Settings
+from streams.contracts.topics import create_topics
 
 
 def test_waiting_offsets_are_bounded_and_absent_when_none() -> None:

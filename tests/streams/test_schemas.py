@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from streams.languages import base_language, normalize_language
-from streams.schemas import (MAX_ID_CHARS, MAX_TEXT_CHARS, ClickEvent, InvalidEvent, ItemEvent,
+from streams.contracts.languages import base_language, normalize_language
+from streams.contracts.schemas import (MAX_ID_CHARS, MAX_TEXT_CHARS, ClickEvent, InvalidEvent, ItemEvent,
                              Recommendation, ReviewEvent, json_schemas, parse_event)
 
 NOW = time.time()

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from streams.consumer import RecommendationConsumer
-from streams.producer import EventProducer
-from streams.schemas import InvalidEvent, Recommendation
-from streams.settings import Settings
-from streams.topics import BrokerUnavailable, check_broker, create_topics
+from streams.sdk.consumer import RecommendationConsumer
+from streams.sdk.producer import EventProducer
+from streams.contracts.schemas import InvalidEvent, Recommendation
+from streams.contracts.settings import Settings
+from streams.contracts.topics import BrokerUnavailable, check_broker, create_topics
 
 pytestmark = pytest.mark.integration
 STEAM = Path(__file__).resolve().parents[3] / "shared" / "data" / "steam"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.agents import Pipeline
-from streams.catalog_feed import resume_path
+from streams.worker.agents import Pipeline
+from streams.worker.catalog_feed import resume_path
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streams import agents
-from streams.agents import Pipeline
-from streams.schemas import ClickEvent
+from streams.worker import agents
+from streams.worker.agents import Pipeline
+from streams.contracts.schemas import ClickEvent
 
 pytestmark = pytest.mark.anyio
 

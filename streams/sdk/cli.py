@@ -27,7 +27,7 @@ def schema(name: Optional[str] = typer.Argument(None, help="One of ItemEvent, Cl
     """Print the JSON Schema of every message type (or of one)."""
     import orjson
 
-    from streams.schemas import json_schemas
+    from streams.contracts.schemas import json_schemas
     schemas = json_schemas()
     if name is not None:
         if name not in schemas:
@@ -42,8 +42,8 @@ topics_app = typer.Typer(help="Manage xlrec's Kafka topics.", no_args_is_help=Tr
 @topics_app.command("create")
 def topics_create() -> None:
     """Create every xlrec topic (idempotent)."""
-    from streams.settings import get_settings
-    from streams.topics import BrokerUnavailable, create_topics
+    from streams.contracts.settings import get_settings
+    from streams.contracts.topics import BrokerUnavailable, create_topics
     try:
         result = create_topics(get_settings())
     except BrokerUnavailable as exc:
@@ -57,9 +57,9 @@ def produce(kind: str = typer.Argument(..., help="items, clicks, reviews or requ
     """Validate and send JSON-lines events; bad lines are reported, good ones still sent."""
     from rich.progress import Progress
 
-    from streams.producer import DeliveryError, EventProducer
-    from streams.schemas import InvalidEvent
-    from streams.topics import BrokerUnavailable
+    from streams.sdk.producer import DeliveryError, EventProducer
+    from streams.contracts.schemas import InvalidEvent
+    from streams.contracts.topics import BrokerUnavailable
     if kind not in INPUT_KINDS:
         fail(f"unknown kind {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
     if file != "-" and not Path(file).is_file():
@@ -102,9 +102,9 @@ def replay_steam(
     """Produce the Steam stream: each game's item event before its first review, then reviews."""
     from rich.progress import Progress
 
-    from streams.producer import DeliveryError, EventProducer
-    from streams.steam import BadLine, replay_events
-    from streams.topics import BrokerUnavailable
+    from streams.sdk.producer import DeliveryError, EventProducer
+    from streams.tools.steam import BadLine, replay_events
+    from streams.contracts.topics import BrokerUnavailable
     if not events.is_file():
         fail(f"no such file: {events} (the Steam data lives in ../shared/data/steam/)")
     bad: list[BadLine] = []
@@ -146,9 +146,9 @@ def tail_recommendations(
     timeout: Optional[float] = typer.Option(None, help="Stop after S seconds without a message"),
 ) -> None:
     """Print recommendations as they arrive, readably."""
-    from streams.consumer import RecommendationConsumer
-    from streams.topics import BrokerUnavailable
-    from streams.render import print_recommendation
+    from streams.sdk.consumer import RecommendationConsumer
+    from streams.contracts.topics import BrokerUnavailable
+    from streams.sdk.render import print_recommendation
     try:
         consumer = RecommendationConsumer(user_id=user, from_beginning=from_beginning)
     except BrokerUnavailable as exc:

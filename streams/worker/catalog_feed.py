@@ -34,10 +34,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.app import aiokafka_security
-from streams.runner import EngineRunner
-from streams.schemas import InvalidEvent, ItemEvent, parse_event
-from streams.settings import Settings
+from streams.worker.app import aiokafka_security
+from streams.worker.engine_runner import EngineRunner
+from streams.contracts.schemas import InvalidEvent, ItemEvent, parse_event
+from streams.contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
 RANKER_LEARNING_SKIPPED = Counter(
     "xlrec_ranker_learning_skipped", "User events applied to profiles that the ranker did not "
-    "learn from, because the worker had a backlog (streams.runner.LEARN_PER_BATCH).",
+    "learn from, because the worker had a backlog (streams.worker.engine_runner.LEARN_PER_BATCH).",
     registry=REGISTRY)
 RECOMMENDATIONS_REFRESHED = Counter(
     "xlrec_recommendations_refreshed", "Recommendations (counted in xlrec_recommendations too) "
@@ -94,7 +94,7 @@ CONSUMER_LAG_UPDATED = Gauge(
 
 
 class LagLike(Protocol):
-    """What `record_consumer_lag` needs from a lag row (streams.lag.PartitionLag fits)."""
+    """What `record_consumer_lag` needs from a lag row (streams.ops.lag.PartitionLag fits)."""
 
     group: str
     topic: str

@@ -9,7 +9,7 @@ table is made exactly-once in effect by idempotent updates: each table value (an
 keeps the latest event_ids, so a message redelivered after a crash, or an event an app sent
 twice, changes nothing. Values are plain JSON, never pickled objects.
 
-Every message that fails to decode, validate or process is dead-lettered (`streams.dlq`)
+Every message that fails to decode, validate or process is dead-lettered (`streams.worker.dlq`)
 and the stream goes on.
 """
 
@@ -32,17 +32,18 @@ from faust.types.tuples import FutureMessage, Message
 
 from ranking.engine import Profile, Recommended
 from ranking.profile import already_applied as profile_has
-from streams import metrics, web
-from streams.app import changelog_name, declare_topics
-from streams.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Resume, save_resume
-from streams.coalesce import PendingRank, RankScheduler
-from streams.dlq import DeadLetterQueue, KeyMismatch, Reason
-from streams.review_texts import (add_waiting, read_messages, to_read, user_partition, waiting,
+from streams.worker import metrics
+from streams.worker import web
+from streams.worker.app import changelog_name, declare_topics
+from streams.worker.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed, Resume, save_resume
+from streams.worker.rank_scheduler import PendingRank, RankScheduler
+from streams.worker.dlq import DeadLetterQueue, KeyMismatch, Reason
+from streams.worker.review_texts import (add_waiting, read_messages, to_read, user_partition, waiting,
                                   with_waiting)
-from streams.runner import EngineRunner, FeedbackJob, RankJob
-from streams.schemas import (ClickEvent, Event, ItemEvent, Recommendation, RecommendationRequest,
+from streams.worker.engine_runner import EngineRunner, FeedbackJob, RankJob
+from streams.contracts.schemas import (ClickEvent, Event, ItemEvent, Recommendation, RecommendationRequest,
                              RecommendedItem, ReviewEvent, parse_event)
-from streams.settings import Settings
+from streams.contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class Pipeline:
                                    deleting=False, acks=False, maxsize=131_072, allow_empty=True)
         table = UsersTable(self.app, name="users", key_type=str, partitions=s.partitions,
                            changelog_topic=changelog, beacon=self.app.tables.beacon,
-                           help="User profiles (plain JSON envelopes, see streams.agents)")
+                           help="User profiles (plain JSON envelopes, see streams.worker.agents)")
         return self.app.tables.add(table)
 
     async def settle_memory(self) -> None:
@@ -639,7 +640,7 @@ class Pipeline:
     async def sample_lag(self) -> None:
         """Fill `xlrec_consumer_lag`: the group's lag from Kafka's admin API (blocking, so in a
         thread) and the catalog feed's own."""
-        from streams.lag import LagMonitor
+        from streams.ops.lag import LagMonitor
 
         loop = asyncio.get_running_loop()
         try:

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from streams import metrics
+from streams.worker import metrics
 
 RECOMMENDATIONS_PATH = "/users/{user_id}/recommendations"
 ITEM_PATH = "/items/{item_id}"

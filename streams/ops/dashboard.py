@@ -1,9 +1,9 @@
 """`xlrec dashboard`: a live web page of consumer lag, throughput, latency and dead letters.
 
-One process polls Kafka for lag (streams.lag, so the page shows the same numbers as
+One process polls Kafka for lag (streams.ops.lag, so the page shows the same numbers as
 `xlrec lag`) and scrapes every worker's `/metrics` once per tick, turns counters into rates
 and histogram buckets into p50/p99 over a sliding window, and pushes one JSON snapshot per
-tick to every open page over server-sent events. The page (streams/static/) draws its own
+tick to every open page over server-sent events. The page (streams/ops/static/) draws its own
 SVG charts and loads nothing from the internet.
 
 Several workers: their counters are summed after each one is made monotonic on its own, so
@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.lag import LagReport, UnknownGroup
-from streams.topics import BrokerUnavailable
+from streams.ops.lag import LagReport, UnknownGroup
+from streams.contracts.topics import BrokerUnavailable
 
-STATIC_DIR = Path(str(resources.files("streams") / "static"))
+STATIC_DIR = Path(str(resources.files("streams.ops") / "static"))
 HISTORY_LEN = 300  # snapshots kept for pages that connect later: 5 minutes at 1 s per tick
 SCRAPE_TIMEOUT_S = 2.0
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError
 
-from streams.schemas import InvalidEvent, Recommendation, parse_event
-from streams.settings import Settings, get_settings
-from streams.topics import check_broker
+from streams.contracts.schemas import InvalidEvent, Recommendation, parse_event
+from streams.contracts.settings import Settings, get_settings
+from streams.contracts.topics import check_broker
 
 
 class RecommendationConsumer:

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.languages import STEAM_LANGUAGES
-from streams.schemas import ItemEvent, ReviewEvent
+from streams.contracts.languages import STEAM_LANGUAGES
+from streams.contracts.schemas import ItemEvent, ReviewEvent
 
 csv.field_size_limit(sys.maxsize)
 
 EVENT_COLUMNS = ("user_id", "item_id", "ts", "voted_up", "lang", "review_id", "review")
-DEFAULT_STEAM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "steam"
+DEFAULT_STEAM_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "steam"
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def review_from_row(row: list[str]) -> ReviewEvent:
         ts_value = float(ts)
     except ValueError:
         raise ValueError(f"ts is not a number: {ts!r}") from None
-    from streams.schemas import InvalidEvent, parse_event
+    from streams.contracts.schemas import InvalidEvent, parse_event
     try:
         event = parse_event("reviews", {
             "event_id": f"steam-{review_id}", "user_id": user_id, "item_id": item_id,

@@ -1,7 +1,7 @@
 """Review texts that wait for the encoder survive crashes and rebalances.
 
 A review's event updates the profile at once; its text is embedded later, in a lane of its own
-(streams.agents). While it waits, the review's offset is kept in the user's users-table value
+(streams.worker.agents). While it waits, the review's offset is kept in the user's users-table value
 (`"t"`, the offsets in the user's partition of the reviews topic) and removed in the same
 write that folds the text in. So a worker that restarts, or takes over the partition, finds
 in its recovered table which texts were never folded and reads them again from Kafka; a text
@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from faust.types.tuples import Message
 
-from streams.settings import Settings
+from streams.contracts.settings import Settings
 
 MAX_WAITING_TEXTS = 32   # per user; older ones are dropped from the list (bounded table values)
 READ_TIMEOUT_S = 60.0

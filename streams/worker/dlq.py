@@ -14,8 +14,8 @@ from typing import Any
 
 import faust
 
-from streams import metrics
-from streams.schemas import InvalidEvent
+from streams.worker import metrics
+from streams.contracts.schemas import InvalidEvent
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from ranking.engine import Profile, Recommended, Recommender, UserEvent, item_text
 from ranking.store import VectorStore
-from streams import metrics
-from streams.schemas import ItemEvent, ReviewEvent
+from streams.worker import metrics
+from streams.contracts.schemas import ItemEvent, ReviewEvent
 
 T = TypeVar("T")
 # The review-text lane runs at a lower OS priority: on CPU the encoder could take every core,

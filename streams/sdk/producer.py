@@ -8,10 +8,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from streams.schemas import (ClickEvent, Event, InvalidEvent, ItemEvent, RecommendationRequest,
+from streams.contracts.schemas import (ClickEvent, Event, InvalidEvent, ItemEvent, RecommendationRequest,
                              ReviewEvent, parse_event)
-from streams.settings import Settings, get_settings
-from streams.topics import check_broker
+from streams.contracts.settings import Settings, get_settings
+from streams.contracts.topics import check_broker
 
 TOPIC_OF: dict[type[Event], str] = {
     ItemEvent: "items", ClickEvent: "clicks", ReviewEvent: "reviews",

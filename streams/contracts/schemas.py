@@ -15,7 +15,7 @@ import orjson
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
                       ValidationError, model_validator)
 
-from streams.languages import normalize_language
+from streams.contracts.languages import normalize_language
 
 MAX_ID_CHARS = 128
 MAX_TITLE_CHARS = 1_000

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from rich.console import Console
 from rich.table import Table
 
-from streams.schemas import Recommendation
+from streams.contracts.schemas import Recommendation
 
 
 def print_recommendation(console: Console, rec: Recommendation) -> None:

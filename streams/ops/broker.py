@@ -30,9 +30,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from streams.settings import get_settings
+from streams.contracts.settings import get_settings
 
-KAFKA_DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+KAFKA_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 POM = KAFKA_DEPLOY_DIR / "pom.xml"
 LOG4J_CONFIG = KAFKA_DEPLOY_DIR / "log4j2.properties"
 HOST = "127.0.0.1"
@@ -210,7 +210,7 @@ def server_properties(data_dir: Path, port: int, controller_port: int,
     if sasl_port:
         listeners.append(f"SASL_PLAINTEXT://{HOST}:{sasl_port}")
     lines = [
-        "# Written by streams/broker.py at every start; edits are overwritten.",
+        "# Written by streams/ops/broker.py at every start; edits are overwritten.",
         "process.roles=broker,controller",
         f"node.id={NODE_ID}",
         # A static one-voter quorum: the controller port is free to change between starts.

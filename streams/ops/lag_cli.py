@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.console import Console
 
-from streams.sdk_cli import fail
+from streams.sdk.cli import fail
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from streams.lag import LagMonitor, LagReport
+    from streams.ops.lag import LagMonitor, LagReport
 
 out = Console()
 
@@ -37,9 +37,9 @@ def lag(
                                                "(with --watch: highlight those rows)"),
 ) -> None:
     """Committed offset, log-end offset, lag, consumption rate and time to catch up, per partition."""
-    from streams.lag import UnknownGroup, open_monitor
-    from streams.settings import get_settings
-    from streams.topics import BrokerUnavailable
+    from streams.ops.lag import UnknownGroup, open_monitor
+    from streams.contracts.settings import get_settings
+    from streams.contracts.topics import BrokerUnavailable
 
     try:
         monitor = open_monitor(get_settings(), group, window_s=max(10.0, 3 * interval))
@@ -69,8 +69,8 @@ def _watch(monitor: LagMonitor, interval: float, as_json: bool, max_lag: int | N
     """Refresh until Ctrl-C; a broker that goes away mid-watch is shown, not fatal."""
     from rich.live import Live
 
-    from streams.lag import UnknownGroup
-    from streams.topics import BrokerUnavailable
+    from streams.ops.lag import UnknownGroup
+    from streams.contracts.topics import BrokerUnavailable
 
     report = monitor.sample()  # errors here are fatal: nothing was ever shown
     interval = max(interval, 0.2)
@@ -149,10 +149,10 @@ def dashboard(
     """Live web page: lag per group and partition, throughput, latency p50/p99, dead letters."""
     import asyncio
 
-    from streams.dashboard import serve, worker_url
-    from streams.lag import UnknownGroup, open_monitor
-    from streams.settings import get_settings
-    from streams.topics import BrokerUnavailable
+    from streams.ops.dashboard import serve, worker_url
+    from streams.ops.lag import UnknownGroup, open_monitor
+    from streams.contracts.settings import get_settings
+    from streams.contracts.topics import BrokerUnavailable
 
     settings = get_settings()
     specs = workers.split(",") if workers else [f"127.0.0.1:{settings.web_port}"]

@@ -1,6 +1,6 @@
-"""`xlrec kafka ...`: the local Kafka broker without Docker (see streams/broker.py).
+"""`xlrec kafka ...`: the local Kafka broker without Docker (see streams/ops/broker.py).
 
-streams.broker is imported inside each command so that `xlrec --help` stays fast."""
+streams.ops.broker is imported inside each command so that `xlrec --help` stays fast."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _fail(message: str) -> NoReturn:
 @app.command()
 def install() -> None:
     """Resolve the broker's jars with Maven into ~/.cache/xlrec (once; fast afterwards)."""
-    from streams import broker
+    from streams.ops import broker
 
     try:
         with console.status(f"resolving Apache Kafka {broker.kafka_version()} with Maven"):
@@ -48,7 +48,7 @@ def start(port: Annotated[int, typer.Option(help="PLAINTEXT port on 127.0.0.1 (0
           timeout: Annotated[float, typer.Option(help="Seconds to wait until it answers")] = 60.0,
           ) -> None:
     """Start the broker detached and wait until it answers; a running one is left as it is."""
-    from streams import broker
+    from streams.ops import broker
 
     users: dict[str, str] = {}
     for item in sasl_user or []:
@@ -74,7 +74,7 @@ def start(port: Annotated[int, typer.Option(help="PLAINTEXT port on 127.0.0.1 (0
 @app.command()
 def stop(data_dir: DataDir = None) -> None:
     """Stop the broker cleanly (SIGTERM, SIGKILL after 30 s)."""
-    from streams import broker
+    from streams.ops import broker
 
     try:
         stopped = broker.stop(data_dir)
@@ -86,7 +86,7 @@ def stop(data_dir: DataDir = None) -> None:
 @app.command()
 def status(data_dir: DataDir = None) -> None:
     """Say whether the broker runs, with pid, port and log; exit code 1 when it does not."""
-    from streams import broker
+    from streams.ops import broker
 
     info = broker.status(data_dir)
     if info is None:

@@ -29,10 +29,10 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from streams.settings import Settings
-from streams.topics import BrokerUnavailable, admin_client, check_broker
+from streams.contracts.settings import Settings
+from streams.contracts.topics import BrokerUnavailable, admin_client, check_broker
 
-# streams.consumer names its throw-away tailing groups like this.
+# streams.sdk.consumer names its throw-away tailing groups like this.
 EPHEMERAL_GROUP_PREFIX = "xlrec-tail-"
 REQUEST_TIMEOUT_S = 10.0
 # A broker that just started (or moved a group's coordinator) answers these for a few seconds.

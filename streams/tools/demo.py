@@ -25,17 +25,17 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from streams import broker
-from streams.consumer import RecommendationConsumer
-from streams.lag import LagMonitor, UnknownGroup
-from streams.producer import EventProducer
-from streams.render import print_recommendation
-from streams.schemas import ClickEvent, Event, ItemEvent, Recommendation, ReviewEvent, parse_event
-from streams.settings import Settings, get_settings
-from streams.steam import DEFAULT_STEAM_DIR, replay_events
-from streams.topics import create_topics
+from streams.ops import broker
+from streams.sdk.consumer import RecommendationConsumer
+from streams.ops.lag import LagMonitor, UnknownGroup
+from streams.sdk.producer import EventProducer
+from streams.sdk.render import print_recommendation
+from streams.contracts.schemas import ClickEvent, Event, ItemEvent, Recommendation, ReviewEvent, parse_event
+from streams.contracts.settings import Settings, get_settings
+from streams.tools.steam import DEFAULT_STEAM_DIR, replay_events
+from streams.contracts.topics import create_topics
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_DIR = Path(__file__).resolve().parent / "demo_catalog"
 STEAM_LIMIT = int(os.environ.get("XLREC_DEMO_EVENTS", "3000"))
 console = Console()
 

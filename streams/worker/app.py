@@ -16,13 +16,13 @@ import faust
 import orjson
 from faust.serializers import codecs
 
-from streams.recovery import XlrecTableManager
-from streams.settings import Settings
+from streams.worker.recovery import XlrecTableManager
+from streams.contracts.settings import Settings
 
 # Faust's default commit interval (2.8 s) is what a crash may replay; the users table is
 # idempotent by Kafka offset and event_id, so replays are harmless, only wasted work.
 COMMIT_INTERVAL_S = 1.0
-# The dlq topic accepts the original bytes of poison messages up to 16 MiB (streams.topics).
+# The dlq topic accepts the original bytes of poison messages up to 16 MiB (streams.contracts.topics).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024 + 64 * 1024
 
 
@@ -122,7 +122,7 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    """Faust handles of the topics `streams.topics.create_topics` made (same names, prefix)."""
+    """Faust handles of the topics `streams.contracts.topics.create_topics` made (same names, prefix)."""
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,

@@ -61,8 +61,8 @@ class Msg:
 
 def steam_messages(n: int, extra: int, steam_dir: Path | None = None) -> tuple[list[Msg], list[Msg]]:
     """The first n Steam events (items included) as the backlog, and up to `extra` more."""
-    from streams.schemas import ItemEvent
-    from streams.steam import DEFAULT_STEAM_DIR, replay_events
+    from streams.contracts.schemas import ItemEvent
+    from streams.tools.steam import DEFAULT_STEAM_DIR, replay_events
 
     steam_dir = steam_dir or DEFAULT_STEAM_DIR
     events_path = steam_dir / "events-dev.tsv.gz"
@@ -111,7 +111,7 @@ class Worker:
     """An `xlrec worker` subprocess with its own data dir and web port."""
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
-        from streams.broker import free_port
+        from streams.ops.broker import free_port
 
         self.port = free_port()
         self.log = workdir / f"{name}.log"
@@ -215,7 +215,7 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
 
 
 def produce_backlog(settings: Any, messages: list[Msg]) -> None:
-    from streams.producer import EventProducer
+    from streams.sdk.producer import EventProducer
 
     with EventProducer(settings, check=False) as producer:
         for m in messages:
@@ -228,7 +228,7 @@ def raw_limit(settings: Any, n: int, timeout_s: float) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import NewTopic
 
-    from streams.topics import admin_client
+    from streams.contracts.topics import admin_client
 
     out_topic = f"{settings.topic_prefix}{LIMIT_TOPIC}"
     admin = admin_client(settings)
@@ -344,7 +344,7 @@ class ItemProbe(threading.Thread):
 
 
 def new_item(item_id: str, i: int) -> bytes:
-    from streams.schemas import ItemEvent
+    from streams.contracts.schemas import ItemEvent
 
     return ItemEvent(item_id=item_id, title=f"Benchmark game {i}", lang="en", ts=time.time(),
                      description="A brand-new strategy game about fleets, planets and trade routes.",
@@ -355,7 +355,7 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
                seconds: float, searchable: list[float | None], label: str) -> dict[str, Any]:
     """Produce at `rate` events/s for `seconds`, one new item per second, then wait for the
     workers to apply everything; freshness of every user event and item."""
-    from streams.producer import EventProducer
+    from streams.sdk.producer import EventProducer
 
     recs = RecommendationLog(settings)
     recs.start()
@@ -416,7 +416,7 @@ def bytes_per_user(settings: Any, group_id: str) -> dict[str, float]:
     """The users table's size per user: the latest changelog value per key, key included."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    from streams.app import changelog_name
+    from streams.worker.app import changelog_name
 
     topic = changelog_name(settings.model_copy(update={"group_id": group_id}), "users")
     consumer = Consumer({**settings.kafka_config(), "group.id": f"bench-size-{uuid.uuid4().hex[:8]}",
@@ -476,9 +476,9 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
         rate_seconds: float, phase_timeout_s: float, workdir: Path,
         rank_interval_s: float | None = None) -> dict[str, Any]:
     """Every phase of the benchmark; returns the JSON document."""
-    from streams import broker
-    from streams.settings import Settings, get_settings
-    from streams.topics import create_topics
+    from streams.ops import broker
+    from streams.contracts.settings import Settings, get_settings
+    from streams.contracts.topics import create_topics
 
     extra = int(sum(rates) * rate_seconds) + 1000
     backlog, live = steam_messages(events, extra)

@@ -7,7 +7,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.settings import TOPIC_NAMES, Settings
+from streams.contracts.settings import TOPIC_NAMES, Settings
 
 ADMIN_TIMEOUT_S = 10.0
 # The broker check's own librdkafka log: its retries would print a line every 300 ms when the

@@ -17,14 +17,14 @@ import typer
 if TYPE_CHECKING:
     import faust
 
-    from streams.runner import EngineRunner
-    from streams.settings import Settings
+    from streams.worker.engine_runner import EngineRunner
+    from streams.contracts.settings import Settings
 
 log = logging.getLogger("xlrec.worker")
 
 SNAPSHOT_FILE = "engine.snapshot"
 # One onnxruntime thread per encoder call: each call then runs on its calling thread, so
-# the review-text lane's lower OS priority (streams.runner) covers all of its work, and
+# the review-text lane's lower OS priority (streams.worker.engine_runner) covers all of its work, and
 # profile updates, rankings and new items keep the CPU they need. XLREC_ENCODER_THREADS
 # overrides it.
 WORKER_ENCODER_THREADS = 1
@@ -41,8 +41,8 @@ def worker(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides XLREC_DATA_DIR"),
 ) -> None:
     """Run a worker: items into Qdrant, profiles into the users table, recommendations out."""
-    from streams.sdk_cli import fail
-    from streams.settings import get_settings
+    from streams.sdk.cli import fail
+    from streams.contracts.settings import get_settings
 
     settings = get_settings()
     updates = {k: v for k, v in (("web_port", web_port), ("data_dir", data_dir)) if v is not None}
@@ -62,11 +62,11 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     from encoders.factory import load_default_encoder
     from ranking.engine import Recommender
     from ranking.qdrant_store import open_store
-    from streams.agents import Pipeline
-    from streams.app import build_app
-    from streams.catalog_feed import load_resume
-    from streams.runner import EngineRunner
-    from streams.topics import create_topics
+    from streams.worker.agents import Pipeline
+    from streams.worker.app import build_app
+    from streams.worker.catalog_feed import load_resume
+    from streams.worker.engine_runner import EngineRunner
+    from streams.contracts.topics import create_topics
 
     create_topics(settings)  # fails fast, naming the bootstrap servers, when no broker answers
     encoder = load_default_encoder(device=settings.device, max_tokens=settings.encoder_max_tokens,
