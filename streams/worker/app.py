@@ -8,7 +8,6 @@ silently skipping them in its own deserialiser.
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,49 +38,6 @@ class OrjsonCodec(codecs.Codec):
 codecs.register("orjson", OrjsonCodec())
 
 
-def broker_urls(settings: Settings) -> list[str]:
-    """`host1:9092,host2:9092` -> Faust's `kafka://` URLs (aiokafka transport)."""
-    return [f"kafka://{host.strip()}" for host in settings.bootstrap.split(",") if host.strip()]
-
-
-def ssl_context(settings: Settings) -> ssl.SSLContext:
-    """TLS context from the same files the confluent clients use."""
-    from aiokafka.helpers import create_ssl_context
-
-    return create_ssl_context(
-        cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
-        certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
-
-
-def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    """The aiokafka equivalent of `Settings.kafka_config()` security: SASL and/or TLS."""
-    protocol = settings.security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context = ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    return faust.SASLCredentials(
-        username=settings.sasl_username or "",
-        password=settings.sasl_password.get_secret_value() if settings.sasl_password else "",
-        mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context)
-
-
-def aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """The same security as `broker_credentials`, as keyword arguments of aiokafka's own
-    clients (the worker's catalog feed)."""
-    protocol = settings.security_protocol
-    conf: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        conf["ssl_context"] = ssl_context(settings)
-    if protocol.startswith("SASL"):
-        conf.update(sasl_mechanism=settings.sasl_mechanism or "PLAIN",
-                    sasl_plain_username=settings.sasl_username or "",
-                    sasl_plain_password=settings.sasl_password.get_secret_value() if settings.sasl_password else "")
-    return conf
-
-
 @dataclass(frozen=True)
 class Topics:
     """The worker's Faust topics, all with raw bytes keys and values."""
@@ -96,9 +52,10 @@ class Topics:
 
 def build_app(settings: Settings, **overrides: Any) -> faust.App:
     """A Faust app for these settings; `overrides` reach `faust.App` (tests)."""
+    connection = settings.connection()
     conf: dict[str, Any] = dict(
-        broker=broker_urls(settings),
-        broker_credentials=broker_credentials(settings),
+        broker=connection.faust_broker_urls(),
+        broker_credentials=connection.faust_credentials(),
         broker_commit_interval=COMMIT_INTERVAL_S,
         store="memory://",
         datadir=str(settings.data_dir / "faust"),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.worker.app import aiokafka_security
+from encoders.files import atomic_write_bytes
+from streams.worker.backoff import Backoff
 from streams.worker.engine_runner import EngineRunner
 from streams.contracts.schemas import InvalidEvent, ItemEvent, parse_event
 from streams.contracts.settings import Settings
@@ -85,12 +85,10 @@ def load_resume(snapshot: Path) -> Resume:
 
 def save_resume(snapshot: Path, resume: Resume) -> None:
     """Write atomically, after the snapshot it belongs to."""
-    path = resume_path(snapshot)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(orjson.dumps({"items": {str(p): o for p, o in resume.items.items()},
-                              "event_time": resume.event_time}))
-    os.replace(tmp, path)
+    atomic_write_bytes(resume_path(snapshot),
+                       orjson.dumps({"items": {str(p): o for p, o in resume.items.items()},
+                                     "event_time": resume.event_time}),
+                       private=True)
 
 
 class CatalogFeed:
@@ -112,9 +110,9 @@ class CatalogFeed:
     async def run(self) -> None:
         """Forever: read, apply, advance; the task is cancelled when the worker stops."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, group_id=None, enable_auto_commit=False,
+            group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", client_id=f"{self.group_label}-{os.getpid()}",
-            **aiokafka_security(self.settings))
+            **self.settings.connection().aiokafka())
         await consumer.start()
         self._consumer = consumer
         try:
@@ -178,7 +176,7 @@ class CatalogFeed:
     async def _until_applied(self, items: list[ItemEvent]) -> bool:
         """True once applied; False when it fails while the store answers (the items are at
         fault). While the store does not answer, retries with exponential backoff."""
-        delay = BACKOFF_START_S
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         while True:
             try:
                 await self.runner.upsert_items(items)
@@ -189,9 +187,8 @@ class CatalogFeed:
                     return False
                 self.retries += 1
                 log.warning("vector store unavailable (%s); retrying %d items in %.1fs",
-                            type(exc).__name__, len(items), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                            type(exc).__name__, len(items), backoff.delay)
+                await backoff.sleep()
 
     def lag(self) -> list[FeedLag]:
         """Messages between this feed's position and each partition's end, as last fetched."""

@@ -62,7 +62,7 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     from encoders.factory import load_default_encoder
     from ranking.engine import Recommender
     from ranking.qdrant_store import open_store
-    from streams.worker.agents import Pipeline
+    from streams.worker.wiring import Worker
     from streams.worker.app import build_app
     from streams.worker.catalog_feed import load_resume
     from streams.worker.engine_runner import EngineRunner
@@ -90,7 +90,7 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     snap.parent.mkdir(parents=True, exist_ok=True)
     runner = EngineRunner(recommender, store)
     app = build_app(settings)
-    Pipeline(app, settings, runner, snapshot_path=snap, resume=resume)
+    Worker(app, settings, runner, snapshot_path=snap, resume=resume)
     return app, runner
 
 

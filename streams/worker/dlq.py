@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from encoders.base import EncoderError
 from streams.worker import metrics
 from streams.contracts.schemas import InvalidEvent
 
@@ -45,7 +46,7 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, InvalidEvent):
         return Reason.INVALID_JSON if exc.reason.startswith(("not valid UTF-8 JSON", "expected a JSON object")) \
             else Reason.SCHEMA
-    if type(exc).__module__.startswith("encoders"):
+    if isinstance(exc, EncoderError):
         return Reason.ENCODER_ERROR
     return Reason.PROCESSING_ERROR
 

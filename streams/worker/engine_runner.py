@@ -1,4 +1,4 @@
-"""Runs the `ranking.engine.Recommender` off the worker's event loop.
+"""Runs the recommender (`Engine`, `ranking.engine.Recommender`) off the worker's event loop.
 
 Single-thread executors: one for the encoder on the latency path (items, queries; CPU-heavy,
 releases the GIL inside onnxruntime), one for review texts (their own lane, so that a backlog
@@ -20,14 +20,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from ranking.engine import Profile, Recommended, Recommender, UserEvent, item_text
+from encoders.base import Encoder
+from ranking.engine import Profile, Recommended, item_text
 from ranking.store import VectorStore
 from streams.worker import metrics
-from streams.contracts.schemas import ItemEvent, ReviewEvent
+from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
 
 T = TypeVar("T")
 # The review-text lane runs at a lower OS priority: on CPU the encoder could take every core,
@@ -38,6 +39,55 @@ REVIEW_LANE_NICE = 10
 # event). Its weights are one global model of a few dozen features that no single event
 # decides, and learning is most of an event's cost; without a backlog it sees every event.
 LEARN_PER_BATCH = 8
+
+
+UserEvent = ClickEvent | ReviewEvent
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the worker calls on the recommender: `ranking.engine.Recommender` is the real one.
+    Not thread-safe: the runner calls it from one thread (`tests/streams/test_engine_conformance.py`
+    checks every implementation against the same expectations)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def encoder(self) -> Encoder | None: ...
+
+    def upsert_items(self, events: Sequence[ItemEvent], vectors: Sequence[np.ndarray] | None = None) -> None:
+        """Add, update or (`deleted`) remove items; `vectors` are their text embeddings."""
+
+    def observe(self, profile: Profile | None, event: UserEvent, *, text_later: bool = False,
+                learn: bool = True) -> Profile:
+        """The profile after the event (the same profile when the event was applied before)."""
+        ...
+
+    def embed_reviews(self, events: Sequence[ReviewEvent]) -> dict[str, np.ndarray]:
+        """event_id -> vector of each review's text (those with text)."""
+        ...
+
+    def add_review_text(self, profile: Profile | None, event: ReviewEvent,
+                        review_vector: np.ndarray) -> Profile | None:
+        """Fold an embedded review text into its item and its author's profile."""
+
+    def flush_store(self) -> None:
+        """Write pending item changes to the vector store."""
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def recommend(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,
+                  query_vector: np.ndarray | None = None, lang: str | None = None) -> list[Recommended]:
+        """At most k items for the user, best first, each with a readable reason."""
+        ...
+
+    def feedback(self, user_id: str, profile: Profile | None, shown: Sequence[str],
+                 clicked: str | None, *, now: float) -> None:
+        """An impression's outcome: a click on one of `shown`, or None when none was clicked."""
+
+    def snapshot(self, path: Path) -> None:
+        """Save the state that is not in Kafka (models, counters) to one file."""
 
 
 def _lower_priority() -> None:
@@ -71,12 +121,12 @@ class FeedbackJob:
 
 
 class EngineRunner:
-    """Async facade over one Recommender; every method returns once its thread is done."""
+    """Async facade over one engine; every method returns once its thread is done."""
 
-    def __init__(self, recommender: Recommender, store: VectorStore | None = None) -> None:
-        self.rec = recommender
+    def __init__(self, engine: Engine, store: VectorStore | None = None) -> None:
+        self.engine = engine
         self.store = store
-        self._engine = ThreadPoolExecutor(1, thread_name_prefix="xlrec-engine")
+        self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="xlrec-engine")
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="xlrec-encode")
         self._reviews = ThreadPoolExecutor(1, thread_name_prefix="xlrec-review-texts",
                                            initializer=_lower_priority)
@@ -92,16 +142,16 @@ class EngineRunner:
         events = list(events)
         vectors: list[np.ndarray] | None = None
         live = [i for i, e in enumerate(events) if not e.deleted]
-        if live and self.rec.encoder is not None:
+        if live and self.engine.encoder is not None:
             start = time.perf_counter()
-            encoded = await self._run(self._encoder, self.rec.encoder.encode,
+            encoded = await self._run(self._encoder, self.engine.encoder.encode,
                                       [item_text(events[i]) for i in live])
             metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
             metrics.ENCODER_BATCH_SIZE.observe(len(live))
             by_index = dict(zip(live, encoded))
-            empty = np.zeros(self.rec.encoder.dim, dtype=np.float32)
+            empty = np.zeros(self.engine.encoder.dim, dtype=np.float32)
             vectors = [by_index.get(i, empty) for i in range(len(events))]  # deleted: ignored
-        await self._run(self._engine, self.rec.upsert_items, events, vectors)
+        await self._run(self._engine_thread, self.engine.upsert_items, events, vectors)
         metrics.ITEM_UPSERTS.inc(len(live))
 
     # ---- user events --------------------------------------------------------------------
@@ -110,7 +160,7 @@ class EngineRunner:
         if not events:
             return {}
         start = time.perf_counter()
-        vectors = await self._run(self._reviews, self.rec.embed_reviews, list(events))
+        vectors = await self._run(self._reviews, self.engine.embed_reviews, list(events))
         metrics.ENCODER_BATCH_SECONDS.observe(time.perf_counter() - start)
         metrics.ENCODER_BATCH_SIZE.observe(len(events))
         return vectors
@@ -120,7 +170,7 @@ class EngineRunner:
         """Apply events in order, each to the profile its predecessors left (`profiles` is
         updated in place); an event that raises yields its exception and changes nothing.
         Review texts are not embedded here: `add_review_texts` folds them in later."""
-        return await self._run(self._engine, self._observe_all, list(events), profiles)
+        return await self._run(self._engine_thread, self._observe_all, list(events), profiles)
 
     def _observe_all(self, events: list[UserEvent],
                      profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
@@ -129,49 +179,49 @@ class EngineRunner:
         metrics.RANKER_LEARNING_SKIPPED.inc(len(events) - len(range(0, len(events), stride)))
         for i, event in enumerate(events):
             try:
-                profile = self.rec.observe(profiles.get(event.user_id), event, text_later=True,
+                profile = self.engine.observe(profiles.get(event.user_id), event, text_later=True,
                                            learn=i % stride == 0)
             except Exception as exc:  # one bad event must not sink the batch: it is dead-lettered
                 out.append(exc)
                 continue
             profiles[event.user_id] = profile
             out.append(profile)
-        self.rec.flush_store()
+        self.engine.flush_store()
         return out
 
     async def add_review_texts(self, reviews: Sequence[tuple[ReviewEvent, np.ndarray]],
                                profiles: dict[str, Profile | None]) -> None:
         """Fold embedded review texts into their items and, in order, into `profiles`."""
-        await self._run(self._engine, self._add_texts, list(reviews), profiles)
+        await self._run(self._engine_thread, self._add_texts, list(reviews), profiles)
 
     def _add_texts(self, reviews: list[tuple[ReviewEvent, np.ndarray]],
                    profiles: dict[str, Profile | None]) -> None:
         for event, vector in reviews:
-            profiles[event.user_id] = self.rec.add_review_text(profiles.get(event.user_id), event, vector)
-        self.rec.flush_store()
+            profiles[event.user_id] = self.engine.add_review_text(profiles.get(event.user_id), event, vector)
+        self.engine.flush_store()
 
     async def feedback(self, jobs: Sequence[FeedbackJob]) -> None:
         if jobs:
-            await self._run(self._engine, self._feedback_all, list(jobs))
+            await self._run(self._engine_thread, self._feedback_all, list(jobs))
 
     def _feedback_all(self, jobs: list[FeedbackJob]) -> None:
         for job in jobs:
-            self.rec.feedback(job.user_id, job.profile, job.shown, job.clicked, now=job.now)
+            self.engine.feedback(job.user_id, job.profile, job.shown, job.clicked, now=job.now)
 
     # ---- ranking ------------------------------------------------------------------------
     async def embed_query(self, text: str) -> np.ndarray:
-        return await self._run(self._encoder, self.rec.embed_query, text)
+        return await self._run(self._encoder, self.engine.embed_query, text)
 
     async def recommend(self, jobs: Sequence[RankJob]) -> list[list[Recommended] | Exception]:
         """Rank several users in one hop to the engine thread."""
-        return await self._run(self._engine, self._recommend_all, list(jobs))
+        return await self._run(self._engine_thread, self._recommend_all, list(jobs))
 
     def _recommend_all(self, jobs: list[RankJob]) -> list[list[Recommended] | Exception]:
         out: list[list[Recommended] | Exception] = []
         for job in jobs:
             start = time.perf_counter()
             try:
-                items = self.rec.recommend(job.user_id, job.profile, job.k, now=job.now,
+                items = self.engine.recommend(job.user_id, job.profile, job.k, now=job.now,
                                            query_vector=job.query_vector, lang=job.lang)
                 if not all(math.isfinite(item.score) for item in items):
                     # JSON has no NaN: the message would break the topic's contract for every app
@@ -183,7 +233,7 @@ class EngineRunner:
         return out
 
     async def model_version(self) -> str:
-        return await self._run(self._engine, lambda: self.rec.model_version)
+        return await self._run(self._engine_thread, lambda: self.engine.model_version)
 
     async def searchable_item(self, item_id: str) -> dict[str, Any] | None:
         """The payload of an item when the vector store can find it (HTTP `/items/{id}`);
@@ -198,14 +248,14 @@ class EngineRunner:
     # ---- maintenance --------------------------------------------------------------------
     async def snapshot(self, path: Path) -> None:
         """Save the worker-side state (River models, counters) from the engine thread."""
-        await self._run(self._engine, self.rec.snapshot, path)
+        await self._run(self._engine_thread, self.engine.snapshot, path)
 
     async def store_answers(self) -> bool:
         """Whether the vector store answers now (tells an outage from a bad item)."""
         if self.store is None:
             return True
         try:
-            await self._run(self._engine, self.store.count)
+            await self._run(self._engine_thread, self.store.count)
         except Exception:
             return False
         return True
@@ -216,5 +266,5 @@ class EngineRunner:
             await self._run(self._indexer, self.store.optimize)
 
     def close(self) -> None:
-        for pool in (self._engine, self._encoder, self._reviews, self._indexer):
+        for pool in (self._engine_thread, self._encoder, self._reviews, self._indexer):
             pool.shutdown(wait=True, cancel_futures=False)

@@ -10,6 +10,7 @@ several workers, ask the one that owns it (or consume the `recommendations` topi
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,24 @@ from streams.worker import metrics
 
 RECOMMENDATIONS_PATH = "/users/{user_id}/recommendations"
 ITEM_PATH = "/items/{item_id}"
+MAX_LATEST = 200_000   # users whose latest recommendation is kept
+
+
+class LatestRecommendations:
+    """The latest recommendation per user, as sent (JSON bytes), LRU-bounded."""
+
+    def __init__(self, max_users: int = MAX_LATEST) -> None:
+        self.max_users = max_users
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+
+    def put(self, user_id: str, body: bytes) -> None:
+        self._data[user_id] = body
+        self._data.move_to_end(user_id)
+        while len(self._data) > self.max_users:
+            self._data.popitem(last=False)
+
+    def get(self, user_id: str) -> bytes | None:
+        return self._data.get(user_id)
 
 
 def register(app: faust.App, latest: Callable[[str], bytes | None],
