@@ -1,0 +1,76 @@
+"""The parts of one worker that its agents, tasks and timers share.
+
+Every part (`user_events`, `ranking_loop`, `review_text_lane`, `feedback`, `rebalance`,
+`maintenance`) takes this context instead of a dozen arguments, so the wiring stays short and
+each part names what it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faust
+
+from ranking.engine import Profile
+from streams.contracts.settings import Settings
+from streams.worker.app import Topics
+from streams.worker.dlq import DeadLetterQueue
+from streams.worker.engine_runner import EngineRunner
+from streams.worker.rank_scheduler import RankScheduler
+from streams.worker.users_table import UsersTable
+
+USER_KINDS = ("clicks", "reviews")
+
+
+@dataclass
+class WorkerContext:
+    app: faust.App
+    settings: Settings
+    runner: EngineRunner
+    topics: Topics
+    dlq: DeadLetterQueue
+    users: UsersTable
+    scheduler: RankScheduler
+    snapshot_path: Path | None = None
+    event_time: float = 0.0
+    """Newest event time seen: the engine's "now", so replays of old data rank as of then."""
+    owned: set[int] = field(default_factory=set)
+    """User partitions this worker holds, with their table recovered."""
+    profiles_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One read-modify-write of the users table at a time (user events, review texts)."""
+    ranking_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    items_changed: int = 0
+    """Items upserted since the vector store's ANN index was last built."""
+
+    def __post_init__(self) -> None:
+        self.kinds = {self.settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}
+        self.user_topics = {self.settings.topic(k) for k in USER_KINDS}
+
+    def now(self) -> float:
+        return self.event_time or time.time()
+
+    def saw(self, ts: float) -> None:
+        """Move event time forward to an event's timestamp."""
+        if ts > self.event_time:
+            self.event_time = ts
+
+    def wake_ranking(self) -> None:
+        self.ranking_wanted.set()
+
+    def profile_of(self, user_id: str) -> Profile | None:
+        record = self.users.record(user_id)
+        return record.profile if record else None
+
+    def owns(self, user_id: str) -> bool:
+        """Whether this worker still holds the user's partition: after a rebalance the old
+        owner must not send a ranking that lands after the new owner's fresher one."""
+        record = self.users.record(user_id)
+        partition = record.partition if record else None
+        return partition is None or partition in self.owned
+
+    def user_partitions(self, tps: set[faust.types.TP]) -> set[int]:
+        """The partitions of the user-event topics among these topic-partitions."""
+        return {tp.partition for tp in tps if tp.topic in self.user_topics}

@@ -1,0 +1,21 @@
+"""Decoding a consumed message into an event: the one check every agent makes first."""
+
+from __future__ import annotations
+
+from faust.types.tuples import Message
+
+from streams.contracts.schemas import Event, parse_event
+from streams.worker.dlq import KeyMismatch
+
+
+def decode(kind: str, message: Message) -> Event:
+    """Validate one raw message; user events must be keyed by their user_id (their state
+    partition), else the profile would be split across workers."""
+    event = parse_event(kind, message.value if isinstance(message.value, bytes) else b"")
+    if kind != "items":
+        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
+        user_id = event.user_id  # type: ignore[attr-defined]
+        if key != user_id:
+            shown = "no key" if key is None else f"key {key[:64]!r}"
+            raise KeyMismatch(f"{kind} must be keyed by user_id; got {shown} for user {user_id!r}")
+    return event

@@ -1,0 +1,132 @@
+"""The ranking loop: rank users whose profiles changed (coalesced by `RankScheduler`) and answer
+requests, then emit each ranking to the recommendations topic, keyed by user_id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from faust.types.tuples import Message
+
+from ranking.engine import Recommended
+from streams.contracts.schemas import Recommendation, RecommendationRequest, RecommendedItem
+from streams.worker import metrics
+from streams.worker.catalog_feed import BACKOFF_START_S
+from streams.worker.context import WorkerContext
+from streams.worker.dlq import Reason
+from streams.worker.engine_runner import RankJob
+from streams.worker.feedback import ImpressionTracker
+from streams.worker.rank_scheduler import PendingRank
+from streams.worker.web import LatestRecommendations
+
+log = logging.getLogger(__name__)
+
+RANK_BATCH = 32
+Request = tuple[RecommendationRequest, Message]
+
+
+class RankingLoop:
+    """Owns the queue of requests; the users agent fills it and marks users in the scheduler."""
+
+    def __init__(self, ctx: WorkerContext, impressions: ImpressionTracker,
+                 latest: LatestRecommendations) -> None:
+        self.ctx = ctx
+        self.impressions = impressions
+        self.latest = latest
+        self.requests: deque[Request] = deque()
+
+    async def run(self) -> None:
+        """Rank due users and answer requests, forever; sleeps until woken or someone is due."""
+        ctx = self.ctx
+        while True:
+            ctx.ranking_wanted.clear()
+            requests = [self.requests.popleft() for _ in range(min(RANK_BATCH, len(self.requests)))]
+            due = ctx.scheduler.due(RANK_BATCH - len(requests))
+            metrics.RANKINGS_PENDING.set(ctx.scheduler.waiting_after_events())
+            if not requests and not due:
+                wait = ctx.scheduler.seconds_until_next()
+                try:
+                    await asyncio.wait_for(ctx.ranking_wanted.wait(), timeout=1.0 if wait is None else wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            try:
+                await self.rank(due, requests)
+            except Exception:  # never let one bad batch stop ranking for everyone
+                log.exception("ranking batch failed")
+                metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc(len(due) + len(requests))
+
+    async def rank(self, due: list[PendingRank], requests: list[Request]) -> None:
+        """Compute and emit one batch of rankings (coalesced users first, then requests)."""
+        ctx = self.ctx
+        now = ctx.now()
+        records = [ctx.users.record(p.user_id) for p in due]
+        jobs = [RankJob(p.user_id, r.profile if r else None, ctx.settings.top_k, now)
+                for p, r in zip(due, records)]
+        # The trigger is the last event of the profile ranked, read with it: the one marked may
+        # be older (a replay after a crash, or a pending entry that outlived losing and
+        # regaining the partition), and a ranking labelled with it would look stale.
+        triggers = [(r.last_event_id if r else None) or p.trigger_event_id for p, r in zip(due, records)]
+        answered: list[Request] = []
+        for request, message in requests:
+            try:
+                query = await ctx.runner.embed_query(request.query) if request.query else None
+            except Exception as exc:
+                await ctx.dlq.send(message, exc, Reason.ENCODER_ERROR)
+                continue
+            jobs.append(RankJob(request.user_id, ctx.profile_of(request.user_id), request.k, now,
+                                query_vector=query, lang=request.lang))
+            answered.append((request, message))
+        results = await ctx.runner.recommend(jobs)
+        model_version = ctx.runner.engine.model_version
+        for i, (job, result) in enumerate(zip(jobs, results)):
+            pending = due[i] if i < len(due) else None
+            request, message = answered[i - len(due)] if pending is None else (None, None)
+            if isinstance(result, Exception):
+                await self._failed(job, result, pending, message)
+                continue
+            if pending is not None and not ctx.owns(job.user_id):
+                continue  # revoked meanwhile: the new owner ranks the user (rebalance)
+            produced = pending.oldest_produced_ts if pending else (message.timestamp or time.time())  # type: ignore[union-attr]
+            await self.emit(job.user_id, result, model_version, produced,
+                            trigger_event_id=triggers[i] if pending else None,
+                            request_id=request.request_id if request else None,
+                            refresh=pending.refresh if pending else False)
+
+    async def _failed(self, job: RankJob, error: Exception, pending: PendingRank | None,
+                      message: Message | None) -> None:
+        """A request's failure is dead-lettered; a user's is retried while the store is away."""
+        if message is not None:
+            await self.ctx.dlq.send(message, error, Reason.RANKING_ERROR)
+        elif pending is not None and not await self.ctx.runner.store_answers():
+            # The store is away: rank this user again later rather than never.
+            self.ctx.scheduler.mark(pending.user_id, pending.trigger_event_id, pending.oldest_produced_ts)
+            await asyncio.sleep(BACKOFF_START_S)
+        else:
+            log.error("ranking user %s failed: %r", job.user_id, error)
+            metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc()
+
+    async def emit(self, user_id: str, items: list[Recommended], model_version: str,
+                   produced_ts: float, *, trigger_event_id: str | None,
+                   request_id: str | None, refresh: bool = False) -> Recommendation:
+        """Send one Recommendation keyed by user_id, remember it for HTTP and feedback."""
+        sent_at = time.time()
+        rec = Recommendation(
+            user_id=user_id, model_version=model_version, trigger_event_id=trigger_event_id,
+            request_id=request_id, created_ts=sent_at,
+            latency_ms=max(0.0, (sent_at - produced_ts) * 1000.0),
+            items=[RecommendedItem(item_id=r.item_id, score=float(r.score), reason=r.reason,
+                                   title=r.title, lang=r.lang) for r in items])
+        body = rec.to_json()
+        await self.ctx.topics.recommendations.send(key=user_id.encode(), value=body)
+        self.latest.put(user_id, body)
+        self.impressions.track(rec.recommendation_id, user_id, [r.item_id for r in items], time.monotonic())
+        if refresh:
+            metrics.RECOMMENDATIONS_REFRESHED.inc()
+        else:
+            self.ctx.scheduler.ranked(user_id)
+        metrics.RECOMMENDATIONS.inc()
+        metrics.EVENT_TO_RECOMMENDATION_SECONDS.observe(rec.latency_ms / 1000.0)  # type: ignore[operator]
+        return rec

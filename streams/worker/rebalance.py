@@ -1,0 +1,52 @@
+"""Partitions coming and going: which user partitions this worker owns, and what it does
+when the group hands it new ones."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from streams.worker.context import WorkerContext
+from streams.worker.review_text_lane import ReviewTextLane
+
+log = logging.getLogger(__name__)
+
+RERANK_AFTER_RECOVERY_S = 300.0   # users active this recently are re-ranked after a rebalance
+
+
+class Rebalance:
+    """Faust's rebalance signals, in the order Faust sends them: revoked, assigned, complete."""
+
+    def __init__(self, ctx: WorkerContext, lane: ReviewTextLane) -> None:
+        self.ctx = ctx
+        self.lane = lane
+
+    async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        """Sent before the group hands the partitions to anyone else: their users are no
+        longer ranked here, and their waiting review texts are not folded in here."""
+        self.ctx.owned -= self.ctx.user_partitions(revoked)
+        self.lane.drop({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # A newly assigned partition is owned once its table is recovered (on_rebalance_complete):
+        # ranked before, its users would be ranked from what this worker knew when it last held
+        # it, and that ranking could land after the fresh one of the previous owner.
+        self.ctx.owned &= self.ctx.user_partitions(assigned)
+
+    async def on_rebalance_complete(self, sender: Any = None, **kwargs: Any) -> None:
+        """After a restart or a rebalance, re-rank users whose last events may not have been
+        ranked before the previous owner stopped (their rankings lived only in memory). The
+        table is recovered now, so the assigned partitions are owned from here on."""
+        ctx = self.ctx
+        ctx.owned = ctx.user_partitions(ctx.app.consumer.assignment())
+        horizon = time.time() - RERANK_AFTER_RECOVERY_S
+        count = 0
+        for user_id, record in list(ctx.users.items()):
+            if record and record.applied_at >= horizon:
+                ctx.scheduler.mark(user_id, record.last_event_id, time.time())
+                count += 1
+        if count:
+            log.info("re-ranking %d recently active users after rebalance", count)
+            ctx.wake_ranking()
+        self.lane.read_again()

@@ -1,0 +1,172 @@
+"""The users agent: clicks and reviews update the users table in order; requests queue a ranking.
+
+Processing guarantee. Kafka delivery is at-least-once (Faust commits source offsets after
+the batch was processed, and a batch is acknowledged only once the broker acknowledged its
+changelog writes). The users table is made exactly-once in effect by idempotent updates: each
+`UserRecord` keeps the last applied offset per (topic, partition) and the engine's profile
+keeps the latest event_ids, so a message redelivered after a crash, or an event an app sent
+twice, changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT
+from faust.types.tuples import Message
+
+from ranking.profile import already_applied as profile_has_event
+from streams.contracts.schemas import ClickEvent, RecommendationRequest, ReviewEvent
+from streams.worker import metrics
+from streams.worker.backoff import Backoff
+from streams.worker.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed
+from streams.worker.context import WorkerContext
+from streams.worker.engine_runner import FeedbackJob
+from streams.worker.feedback import ImpressionTracker
+from streams.worker.messages import decode
+from streams.worker.review_text_lane import ReviewTextLane
+from streams.worker.user_record import UserRecord
+
+log = logging.getLogger(__name__)
+
+USER_BATCH, USER_WITHIN_S = 256, 0.01   # big batches under load, ~no wait when idle
+
+UserEvent = ClickEvent | ReviewEvent
+Requests = deque[tuple[RecommendationRequest, Message]]
+
+
+def count_events(kinds: Iterable[str]) -> None:
+    """`xlrec_events_processed` once per topic and batch: a labelled counter costs a lookup
+    and a lock per call, which per event is a measurable share of a worker's time."""
+    for kind, n in Counter(kinds).items():
+        metrics.EVENTS_PROCESSED.labels(topic=kind).inc(n)
+
+
+class UserEvents:
+    """Applies user events to the users table and the engine, batch by batch."""
+
+    def __init__(self, ctx: WorkerContext, feed: CatalogFeed, lane: ReviewTextLane,
+                 impressions: ImpressionTracker, requests: Requests) -> None:
+        self.ctx = ctx
+        self.feed = feed
+        self.lane = lane
+        self.impressions = impressions
+        self.requests = requests
+
+    async def process(self, stream: faust.StreamT) -> None:
+        """The agent: batches of clicks, reviews and requests, one table update at a time."""
+        async for events in stream.take_events(USER_BATCH, within=USER_WITHIN_S):
+            async with self.ctx.profiles_lock:
+                await self.handle(events)
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        """Clicks and reviews update profiles in order; requests queue an immediate ranking.
+        Waits until the catalog feed has read the items that existed at start, so profiles
+        never learn from items this worker does not know yet."""
+        ctx = self.ctx
+        await self.feed.ready.wait()
+        fresh: list[tuple[UserEvent, Message, str]] = []
+        records: dict[str, UserRecord | None] = {}
+        count_events(ctx.kinds[ev.message.topic] for ev in events)
+        for ev in events:
+            message = ev.message
+            kind = ctx.kinds[message.topic]
+            try:
+                event = decode(kind, message)
+            except Exception as exc:
+                await ctx.dlq.send(message, exc)
+                continue
+            if isinstance(event, RecommendationRequest):
+                self.requests.append((event, message))
+                continue
+            assert isinstance(event, (ClickEvent, ReviewEvent))
+            if event.user_id not in records:
+                records[event.user_id] = ctx.users.record(event.user_id)
+            record = records[event.user_id]
+            if record is not None and record.applied(kind, message.partition, message.offset):
+                # A replay after a crash: the table has it, but its ranking may have been lost.
+                ctx.scheduler.mark(event.user_id, event.event_id, time.time())
+                ctx.saw(event.ts)
+                continue
+            fresh.append((event, message, kind))
+        if fresh:
+            await self._apply(fresh, records)
+        ctx.wake_ranking()
+
+    async def _apply(self, fresh: list[tuple[UserEvent, Message, str]],
+                     records: dict[str, UserRecord | None]) -> None:
+        ctx = self.ctx
+        results = await self.observe([e for e, _, _ in fresh], records)
+        touched: dict[str, int] = {}
+        texts: list[tuple[ReviewEvent, Message]] = []
+        feedback: list[FeedbackJob] = []
+        for (event, message, kind), result in zip(fresh, results):
+            if isinstance(result, Exception):
+                await ctx.dlq.send(message, result)
+                continue
+            old = records.get(event.user_id)
+            text_waits = isinstance(event, ReviewEvent) and bool(event.text.strip()) and \
+                not profile_has_event(old.profile if old else None, event.event_id)
+            if text_waits:
+                texts.append((event, message))  # type: ignore[arg-type]
+            records[event.user_id] = (old or UserRecord(result)).after_event(
+                result, kind, message.partition, message.offset, event.event_id, time.time(),
+                text_waits=text_waits)
+            touched[event.user_id] = message.partition
+            ctx.scheduler.mark(event.user_id, event.event_id, message.timestamp or time.time())
+            ctx.saw(event.ts)
+            if isinstance(event, ClickEvent) and event.context and event.context.recommendation_id:
+                imp = self.impressions.click(event.context.recommendation_id, event.user_id, event.item_id)
+                if imp is not None:
+                    feedback.append(FeedbackJob(event.user_id, result, imp.shown, event.item_id, event.ts))
+        for user_id, partition in touched.items():
+            ctx.users.put(user_id, records[user_id], partition)  # type: ignore[arg-type]
+        metrics.PROFILE_UPDATES.inc(len(fresh) - sum(isinstance(r, Exception) for r in results))
+        self.lane.queue(texts)
+        await self.changelog_durable()
+        await ctx.runner.feedback(feedback)
+
+    async def changelog_durable(self) -> None:
+        """Wait until the broker acknowledged this batch's changelog writes, before the batch
+        is acknowledged: its source offsets are then never committed ahead of the users
+        table, so a SIGKILL cannot lose an update. (Faust's own pre-commit flush gives up after
+        0.1 s when the loop is busy, and a message its background sender holds is in neither
+        its buffer nor the client.)
+
+        The buffered writes are first handed to the Kafka client itself, in order: Faust's
+        `buffer.flush()` waits for its background sender message by message (a queue
+        hand-off, an event and a timeout each), which costs as much as the sends."""
+        buffer = self.ctx.app.producer.buffer
+        while buffer.size:
+            await buffer._send_pending(buffer.pending.get_nowait())
+        try:
+            await self.ctx.users.acked()
+        except Exception as exc:
+            # The batch must be read again, which only a restart from the committed offsets
+            # does: a restarted agent would go on after it, and the group would stall on it.
+            log.critical("a users-table changelog write failed (%s: %s); stopping the worker",
+                         type(exc).__name__, exc)
+            await self.ctx.app.crash(exc)
+            raise
+
+    async def observe(self, events: list[UserEvent], records: dict[str, UserRecord | None]) -> list[Any]:
+        """Apply the events; while the vector store does not answer, wait with backoff and
+        apply them again (from the same profiles), instead of dead-lettering a whole outage.
+        The batch is not acknowledged meanwhile, so the group's lag shows the stall."""
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
+        while True:
+            profiles = {uid: record.profile for uid, record in records.items() if record}
+            try:
+                results = await self.ctx.runner.observe(events, profiles)
+            except Exception as exc:  # the batch's store write failed: no event was kept
+                results = [exc] * len(events)
+            if not any(isinstance(r, Exception) for r in results) or await self.ctx.runner.store_answers():
+                return results
+            log.warning("vector store unavailable; retrying %d user events in %.1fs", len(events),
+                        backoff.delay)
+            await backoff.sleep()
