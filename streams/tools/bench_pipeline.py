@@ -1,10 +1,12 @@
 """`xlrec bench pipeline`: the worker's throughput and freshness next to the raw Kafka limit.
 
-One run, one broker, the same N Steam events on the same topics and partitions:
+One run, one broker, the same N events on the same topics and partitions (the Steam reviews
+when `../shared/data/steam` or `$XLREC_STEAM_DIR` has them, else generated clicks and reviews:
+`streams.tools.generated`):
 1. the limit: a plain confluent-kafka consume-then-produce loop doing no work;
 2. xlrec at full speed: the N events as a backlog read by fresh worker(s) with ranking off
    (profile updates/s), then with ranking on (recommendations/s);
-3. freshness: the ranking-on worker, caught up, gets the next Steam events at each fixed
+3. freshness: the ranking-on worker, caught up, gets the next events at each fixed
    rate; every user event is timed from its produce call to the first recommendation that
    reflects it (the first one for that user whose trigger is this event or a later one), and
    new items from their produce call to `GET /items/{id}` finding them in the vector store;
@@ -21,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from streams.tools.worker_process import WorkerProcess
 
 WORKER_START_S = 300.0   # a first start on a machine may export the encoder
 POLL_S = 0.2
@@ -59,25 +62,23 @@ class Msg:
     user_event: tuple[str, str] | None
 
 
-def steam_messages(n: int, extra: int, steam_dir: Path | None = None) -> tuple[list[Msg], list[Msg]]:
-    """The first n Steam events (items included) as the backlog, and up to `extra` more."""
-    from streams.contracts.schemas import ItemEvent
-    from streams.tools.steam import DEFAULT_STEAM_DIR, replay_events
+def stream_messages(n: int, extra: int, steam_dir: Path | None = None) -> tuple[str, list[Msg], list[Msg]]:
+    """Where the events come from, the first n events (items included) as the backlog, and up to
+    `extra` more: the Steam stream when its data is there, else a generated one."""
+    from streams.contracts.schemas import ClickEvent, ItemEvent
+    from streams.tools.generated import realistic_events
 
-    steam_dir = steam_dir or DEFAULT_STEAM_DIR
-    events_path = steam_dir / "events-dev.tsv.gz"
-    if not events_path.exists():
-        raise FileNotFoundError(f"{events_path} not found: the benchmark replays the Steam stream")
+    source, events = realistic_events(n + extra, steam_dir=steam_dir)
     out: list[Msg] = []
-    for event in replay_events(events_path, steam_dir / "games.tsv"):
+    for event in events:
         if isinstance(event, ItemEvent):
             out.append(Msg("items", event.key.encode(), event.to_json(), None))
         else:
-            out.append(Msg("reviews", event.key.encode(), event.to_json(),
-                           (event.user_id, event.event_id)))
+            out.append(Msg("clicks" if isinstance(event, ClickEvent) else "reviews", event.key.encode(),
+                           event.to_json(), (event.user_id, event.event_id)))
         if len(out) >= n + extra:
             break
-    return out[:n], out[n:]
+    return source, out[:n], out[n:]
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -107,54 +108,22 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-class Worker:
-    """An `xlrec worker` subprocess with its own data dir and web port."""
+# The workers' own XLREC_* settings come from `run`; of this process's, only these pass on.
+INHERITED_ENV = ("XLREC_CACHE_DIR", "XLREC_DEVICE", "XLREC_ENCODER_THREADS", "XLREC_ENCODER_MAX_TOKENS")
+
+
+class Worker(WorkerProcess):
+    """An `xlrec worker` subprocess (streams.tools.worker_process) in `workdir`: data dir
+    `workdir/name`, log `workdir/name.log`; `metrics()` reads its /metrics."""
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
-        from streams.ops.broker import free_port
-
-        self.port = free_port()
-        self.log = workdir / f"{name}.log"
-        self.data_dir = workdir / name
-        env = {**env, "XLREC_WEB_PORT": str(self.port), "XLREC_DATA_DIR": str(self.data_dir)}
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = WORKER_START_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}; log tail:\n"
-                                   f"{self.log.read_text(errors='replace')[-3000:]}")
-            try:
-                scrape(self.port)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"worker did not answer on port {self.port} within {timeout_s:.0f}s; see {self.log}")
+        super().__init__(None, workdir / name, name, env, loglevel="warning", inherit=INHERITED_ENV)
 
     def metrics(self) -> dict[str, float]:
         try:
             return scrape(self.port)
         except OSError:
             return {}
-
-    def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the process has had."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 def total(workers: list[Worker], name: str) -> float:
@@ -466,9 +435,9 @@ def machine_info(settings: Any, workers: int) -> dict[str, Any]:
 
 
 def run_workers(env: dict[str, str], workdir: Path, count: int, name: str) -> list[Worker]:
-    workers = [Worker(env, workdir, f"{name}-{i}") for i in range(count)]
+    workers = [Worker(env, workdir, f"{name}-{i}").start() for i in range(count)]
     for w in workers:
-        w.wait_ready()
+        w.wait_ready(WORKER_START_S)
     return workers
 
 
@@ -481,7 +450,7 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
     from streams.contracts.topics import create_topics
 
     extra = int(sum(rates) * rate_seconds) + 1000
-    backlog, live = steam_messages(events, extra)
+    source, backlog, live = stream_messages(events, extra)
     n_user = sum(m.user_event is not None for m in backlog)
     started_broker = bootstrap is None
     if started_broker:
@@ -491,11 +460,9 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
     if rank_interval_s is not None:
         overrides["rank_interval_s"] = rank_interval_s
     settings = Settings(**{**get_settings().model_dump(), **overrides})
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("XLREC_") or k in (
-        "XLREC_CACHE_DIR", "XLREC_DEVICE", "XLREC_ENCODER_THREADS", "XLREC_ENCODER_MAX_TOKENS")}
-    base_env.update({"XLREC_BOOTSTRAP": bootstrap, "XLREC_TOPIC_PREFIX": settings.topic_prefix,
-                     "XLREC_PARTITIONS": str(partitions), "XLREC_RANK_INTERVAL_S": str(settings.rank_interval_s)})
-    result: dict[str, Any] = {"events": len(backlog), "user_events": n_user}
+    base_env = {"XLREC_BOOTSTRAP": bootstrap, "XLREC_TOPIC_PREFIX": settings.topic_prefix,
+                "XLREC_PARTITIONS": str(partitions), "XLREC_RANK_INTERVAL_S": str(settings.rank_interval_s)}
+    result: dict[str, Any] = {"events": len(backlog), "user_events": n_user, "source": source}
     running: list[Worker] = []
     rss: list[float] = []
     try:
@@ -507,7 +474,7 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
         running = run_workers({**base_env, "XLREC_GROUP_ID": f"off{run_id}", "XLREC_RANKING_ENABLED": "false"},
                               workdir, workers, "off")
         off = measure_rate(running, "xlrec_profile_updates_total", n_user, phase_timeout_s)
-        rss += [w.peak_rss_mb() for w in running]
+        rss += [round(w.peak_rss_mb(), 1) for w in running]
         for w in running:
             w.stop()
         result["ranking_off"] = off
@@ -528,7 +495,7 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
                                                               searchable, f"r{rate:g}")
         result["item_searchable"] = {**percentiles([s for s in searchable if s is not None]),
                                      "not_searchable": sum(s is None for s in searchable)}
-        rss += [w.peak_rss_mb() for w in running]
+        rss += [round(w.peak_rss_mb(), 1) for w in running]
         result["rss_mb_per_worker"] = rss
         result["table"] = bytes_per_user(settings, on_group)
     finally:
@@ -563,7 +530,8 @@ def print_table(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     d = doc["details"]
-    t = Table(title=f"xlrec bench pipeline: {d['events']} Steam events, {doc['machine']['workers']} worker(s), "
+    t = Table(title=f"xlrec bench pipeline: {d['events']} events ({d.get('source', 'Steam')}), "
+                    f"{doc['machine']['workers']} worker(s), "
                     f"{doc['machine']['partitions']} partitions", title_justify="left")
     t.add_column("measure")
     t.add_column("value", justify="right")
@@ -587,7 +555,8 @@ def print_table(doc: dict[str, Any]) -> None:
 
 def bench_pipeline(
     out: Path = typer.Option(..., "--out", help="Where to write the JSON results"),
-    events: int = typer.Option(50_000, "--events", min=10, help="Steam events replayed as the backlog"),
+    events: int = typer.Option(50_000, "--events", min=10, help="Events replayed as the backlog (Steam "
+                               "reviews, or generated ones without the Steam data)"),
     rates: str = typer.Option("200,1000", "--rates", help="Fixed input rates (events/s) for freshness"),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Use this broker instead of starting one"),
     partitions: int = typer.Option(8, "--partitions", min=1, help="Partitions of the benchmark's topics"),

@@ -1,4 +1,4 @@
-"""Read the Steam review stream (`../shared/data/steam/`) as xlrec events.
+"""Read the Steam review stream (`../shared/data/steam/`, or `$XLREC_STEAM_DIR`) as xlrec events.
 
 Plain Python (no Kafka): `xlrec replay steam` produces these events and `xlrec evaluate`
 replays them in-process, so both see exactly the same stream.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,17 @@ from streams.contracts.schemas import ItemEvent, ReviewEvent
 csv.field_size_limit(sys.maxsize)
 
 EVENT_COLUMNS = ("user_id", "item_id", "ts", "voted_up", "lang", "review_id", "review")
-DEFAULT_STEAM_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "steam"
+# Research data beside the repository, never in it. XLREC_STEAM_DIR points elsewhere (tests set
+# it to a missing folder to run as a fresh clone without the data would).
+DEFAULT_STEAM_DIR = Path(os.environ.get("XLREC_STEAM_DIR")
+                         or Path(__file__).resolve().parents[3] / "shared" / "data" / "steam")
+STEAM_EVENTS_FILE = "events-dev.tsv.gz"
+STEAM_GAMES_FILE = "games.tsv"
+
+
+def steam_available(steam_dir: Path | None = None) -> bool:
+    """Whether the Steam events file is there."""
+    return ((steam_dir or DEFAULT_STEAM_DIR) / STEAM_EVENTS_FILE).is_file()
 
 
 @dataclass(frozen=True)

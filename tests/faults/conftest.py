@@ -17,12 +17,12 @@ from streams.ops.broker import BrokerInfo
 from streams.contracts.settings import Settings
 from streams.contracts.topics import create_topics
 from tests.faults.harness import (Figures, Worker, count_applied, fault_settings, feed_items, produce,
-                                  steam_stream, wait_consumed, wait_texts_folded)
+                                  fault_stream, wait_consumed, wait_texts_folded)
 
 
 @dataclass
 class Reference:
-    """An uninterrupted run of one worker over the Steam stream."""
+    """An uninterrupted run of one worker over the review stream (`fault_stream`)."""
 
     settings: Settings
     table: dict[str, dict[str, Any]]
@@ -32,7 +32,7 @@ class Reference:
 
 @pytest.fixture(scope="session")
 def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Reference:
-    stream = steam_stream()
+    stream = fault_stream()
     settings = fault_settings(kafka_bootstrap)
     create_topics(settings)
     data_dir = tmp_path_factory.mktemp("reference") / "data"
@@ -50,6 +50,7 @@ def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     figures = Figures("reference (uninterrupted)", produced=len(stream.reviews))
     problems = count_applied(table, stream.expected(), figures)
     figures.extra["seconds"] = round(seconds, 1)
+    figures.extra["stream"] = repr(stream.source)
     figures.print()
     assert not problems and figures.lost == 0 and figures.applied_twice == 0, problems[:5]
     return Reference(settings, table, seconds, data_dir)

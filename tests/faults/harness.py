@@ -1,5 +1,7 @@
-"""What every fault test needs: `xlrec worker` subprocesses it can SIGKILL, the Steam stream,
-the users table read back from its changelog topic, and the figures each test prints.
+"""What every fault test needs: `xlrec worker` subprocesses it can SIGKILL, a realistic review
+stream (the Steam reviews when `../shared/data/steam` or `$XLREC_STEAM_DIR` has them, else a
+generated multilingual one: `streams.tools.generated`), the users table read back from its
+changelog topic, and the figures each test prints.
 
 The users table is compared with a reference run on what a user's own events decide (counts,
 order, languages, recent items, timestamps, the latest event ids): every event applied exactly
@@ -29,15 +31,15 @@ from streams.worker.app import changelog_name
 from streams.sdk.producer import EventProducer
 from streams.contracts.schemas import ItemEvent, Recommendation, ReviewEvent
 from streams.contracts.settings import Settings
-from streams.tools.steam import DEFAULT_STEAM_DIR, replay_events
+from streams.tools.generated import realistic_events
 from streams.contracts.topics import admin_client
-from tests.worker_process import WorkerProcess, http_get
+from streams.tools.worker_process import WorkerProcess, http_get
 
-STEAM_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
+FAULT_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
 POISON_MESSAGES = int(os.environ.get("XLREC_FAULT_POISON", "1000"))
 PARTITIONS = 6
 # The review-text lane embeds ~100 short texts/s on these 2 cores (32 tokens each).
-TEXTS_FOLDED_S = max(120.0, STEAM_EVENTS / 20)
+TEXTS_FOLDED_S = max(120.0, FAULT_EVENTS / 20)
 # Fields of a profile that only the user's own events decide (ranking.profile.apply_event).
 OWN_FIELDS = ("n", "n_click", "n_pos", "n_neg", "first_ts", "last_ts", "read", "written",
               "recent", "events")
@@ -62,19 +64,20 @@ class Worker(WorkerProcess):
         super().__init__(settings, data_dir, name, {**WORKER_ENV, **(env or {})}, loglevel)
 
 
-# ---- the Steam stream ----------------------------------------------------------------------
+# ---- the review stream ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stream:
-    """The first `STEAM_EVENTS` Steam reviews and the items they name, in replay order."""
+    """The first `FAULT_EVENTS` reviews and the items they name, in replay order."""
 
     items: tuple[ItemEvent, ...]
     reviews: tuple[ReviewEvent, ...]
+    source: str = ""
 
     def head(self, n: int) -> Stream:
         """The first n reviews and the items they name."""
         reviews = self.reviews[:n]
         named = {r.item_id for r in reviews}
-        return Stream(tuple(i for i in self.items if i.item_id in named), reviews)
+        return Stream(tuple(i for i in self.items if i.item_id in named), reviews, self.source)
 
     def expected(self) -> dict[str, list[str]]:
         """user -> their event_ids in order."""
@@ -85,13 +88,15 @@ class Stream:
 
 
 @lru_cache(maxsize=1)
-def steam_stream(n: int = STEAM_EVENTS) -> Stream:
-    events = list(replay_events(DEFAULT_STEAM_DIR / "events-dev.tsv.gz", DEFAULT_STEAM_DIR / "games.tsv",
-                                limit=n))
+def fault_stream(n: int = FAULT_EVENTS) -> Stream:
+    """n reviews (with text, many languages) and their items. Reviews only, also when generated:
+    the tests compare each user's events in order, which one topic keeps and two would not."""
+    source, stream = realistic_events(n, click_share=0.0)
+    events = list(stream)
     items = tuple(e for e in events if isinstance(e, ItemEvent))
     reviews = tuple(e for e in events if isinstance(e, ReviewEvent))
-    assert len(reviews) == n, f"the Steam data has only {len(reviews)} readable reviews"
-    return Stream(items, reviews)
+    assert len(reviews) == n, f"{source} has only {len(reviews)} readable reviews"
+    return Stream(items, reviews, source)
 
 
 def produce(settings: Settings, events: Any) -> int:

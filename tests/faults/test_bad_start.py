@@ -23,7 +23,7 @@ from streams.contracts.settings import Settings
 from streams.contracts.topics import create_topics
 from streams.worker.cli import snapshot_path
 from tests.faults.harness import Worker, fault_settings
-from tests.worker_process import free_port
+from streams.ops.broker import free_port
 
 pytestmark = pytest.mark.faults
 

@@ -13,7 +13,7 @@ from streams.sdk.producer import EventProducer
 from streams.contracts.topics import create_topics
 from tests.faults.conftest import PrivateBroker, Reference
 from tests.faults.harness import (Figures, Worker, check_against_reference, dead_letters,
-                                  fault_settings, feed_items, steam_stream, wait_consumed, wait_texts_folded)
+                                  fault_settings, feed_items, fault_stream, wait_consumed, wait_texts_folded)
 
 pytestmark = pytest.mark.faults
 
@@ -23,7 +23,7 @@ DOWN_S = 3.0
 
 def test_broker_restart_while_events_flow(private_broker: PrivateBroker, reference: Reference,
                                           tmp_path: Path) -> None:
-    stream = steam_stream()
+    stream = fault_stream()
     settings = fault_settings(private_broker.info.bootstrap)
     create_topics(settings)
     worker = Worker(settings, tmp_path / "data").start()

@@ -16,7 +16,7 @@ from streams.sdk.producer import EventProducer
 from streams.contracts.schemas import Recommendation, RecommendationRequest
 from streams.worker.cli import snapshot_path
 from tests.faults.conftest import Reference
-from tests.faults.harness import Figures, Worker, read_topic, steam_stream
+from tests.faults.harness import Figures, Worker, read_topic, fault_stream
 
 pytestmark = pytest.mark.faults
 
@@ -57,9 +57,9 @@ def ask(worker: Worker, reference: Reference, users: list[str], tag: str) -> dic
 
 def test_an_empty_state_dir_rebuilds_the_users_table_from_the_changelog(reference: Reference, tmp_path: Path) -> None:
     settings = reference.settings
-    expected = steam_stream().expected()
+    expected = fault_stream().expected()
     users = sorted(expected, key=lambda u: (-len(expected[u]), u))[:USERS]
-    catalog = {item.item_id for item in steam_stream().items}
+    catalog = {item.item_id for item in fault_stream().items}
 
     original = ask(Worker(settings, reference.data_dir, name="original"), reference, users, "orig")
     empty = ask(Worker(settings, tmp_path / "empty" / "data", name="empty"), reference, users, "empty")

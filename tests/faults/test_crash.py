@@ -1,4 +1,4 @@
-"""Crash: SIGKILL the worker twice at random moments of a Steam replay and restart it; the users
+"""Crash: SIGKILL the worker twice at random moments of a review replay and restart it; the users
 table then equals the uninterrupted reference run (every event applied exactly once), and each
 user's latest recommendation reflects their last event."""
 
@@ -16,14 +16,14 @@ from streams.sdk.producer import EventProducer
 from streams.contracts.settings import Settings
 from streams.contracts.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (STEAM_EVENTS, Figures, Stream, Worker, check_against_reference, counter,
+from tests.faults.harness import (FAULT_EVENTS, Figures, Stream, Worker, check_against_reference, counter,
                                   dead_letters, fault_settings, feed_items, progress,
-                                  stale_recommendations, steam_stream, wait_consumed, wait_texts_folded)
+                                  stale_recommendations, fault_stream, wait_consumed, wait_texts_folded)
 
 pytestmark = pytest.mark.faults
 
 # Reviews per second: the replay outlasts a restart (the group first waits out the dead member).
-RATE = max(10.0, STEAM_EVENTS / 120)
+RATE = max(10.0, FAULT_EVENTS / 120)
 
 
 def replay(settings: Settings, stream: Stream) -> None:
@@ -39,7 +39,7 @@ def replay(settings: Settings, stream: Stream) -> None:
 def test_sigkill_twice_during_replay(reference: Reference, kafka_bootstrap: str, tmp_path: Path) -> None:
     seed = int(os.environ.get("XLREC_FAULT_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    stream = steam_stream()
+    stream = fault_stream()
     settings = fault_settings(kafka_bootstrap)
     create_topics(settings)
     worker = Worker(settings, tmp_path / "data").start()

@@ -14,19 +14,19 @@ import pytest
 from streams.sdk.producer import EventProducer
 from streams.contracts.topics import create_topics
 from tests.faults.conftest import Reference
-from tests.faults.harness import (STEAM_EVENTS, Figures, Worker, check_against_reference, dead_letters,
+from tests.faults.harness import (FAULT_EVENTS, Figures, Worker, check_against_reference, dead_letters,
                                   fault_settings, feed_items, stale_recommendations,
-                                  steam_stream, wait_consumed, wait_texts_folded)
+                                  fault_stream, wait_consumed, wait_texts_folded)
 
 pytestmark = pytest.mark.faults
 
 # Reviews per second: the stream outlasts two worker starts and a kill, and a full-size run
 # (XLREC_FAULT_EVENTS=20000) still replays in about two minutes.
-RATE = max(30.0, STEAM_EVENTS / 120)
+RATE = max(30.0, FAULT_EVENTS / 120)
 
 
 def test_workers_join_and_one_dies_mid_stream(reference: Reference, kafka_bootstrap: str, tmp_path: Path) -> None:
-    stream = steam_stream()
+    stream = fault_stream()
     settings = fault_settings(kafka_bootstrap)
     create_topics(settings)
     workers = [Worker(settings, tmp_path / f"w{i}" / "data", name=f"worker{i}") for i in range(3)]

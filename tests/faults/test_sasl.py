@@ -15,7 +15,7 @@ import pytest
 from streams.contracts.topics import create_topics
 from tests.faults.conftest import SASL_PASSWORD, SASL_USER, PrivateBroker
 from tests.faults.harness import (Figures, Worker, count_applied, dead_letters, fault_settings, feed_items,
-                                  http_get, produce, read_table, steam_stream, wait_consumed,
+                                  http_get, produce, read_table, fault_stream, wait_consumed,
                                   wait_recommended)
 
 pytestmark = pytest.mark.faults
@@ -31,7 +31,7 @@ def cli(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess
 
 def test_pipeline_over_sasl_never_shows_the_password(private_broker: PrivateBroker, tmp_path: Path) -> None:
     assert private_broker.info.sasl_bootstrap
-    stream = steam_stream().head(EVENTS)
+    stream = fault_stream().head(EVENTS)
     settings = fault_settings(private_broker.info.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
                               sasl_mechanism="PLAIN", sasl_username=SASL_USER, sasl_password=SASL_PASSWORD)
     assert SASL_PASSWORD not in repr(settings) and SASL_PASSWORD not in str(settings.model_dump())

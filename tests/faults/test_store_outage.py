@@ -15,9 +15,9 @@ import pytest
 from ranking.qdrant_store import ServerStore, collection_name
 from streams.contracts.topics import create_topics
 from tests.faults.harness import (Figures, Worker, catalog_lag, count_applied, dead_letters, fault_settings,
-                                  produce, read_table, steam_stream, wait_catalog, wait_consumed)
+                                  produce, read_table, fault_stream, wait_catalog, wait_consumed)
 from tests.faults.qdrant_http import FakeQdrant
-from tests.worker_process import free_port
+from streams.ops.broker import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -26,7 +26,7 @@ DOWN_S = 10.0
 
 
 def test_items_and_reviews_survive_a_qdrant_outage(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stream = steam_stream().head(EVENTS)
+    stream = fault_stream().head(EVENTS)
     half = len(stream.items) // 2
     qdrant = FakeQdrant(free_port())
     qdrant.start()

@@ -22,7 +22,7 @@ from streams.sdk.producer import EventProducer
 from streams.contracts.schemas import ClickEvent, ItemEvent, Recommendation, RecommendationRequest, ReviewEvent
 from streams.contracts.settings import Settings
 from streams.contracts.topics import admin_client, create_topics
-from tests.worker_process import WorkerProcess, http_get
+from streams.tools.worker_process import WorkerProcess, http_get
 
 pytestmark = pytest.mark.integration
 
