@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 # Refreshes per ranking batch. They are optional work that comes in bursts (one per encoder
-# batch of review texts): 32 at once held the engine thread for ~40 ms, and the events that
-# came meanwhile waited behind them (the p99 at 200 events/s). A few per batch drain the
-# same refreshes in slices that events interleave with.
+# batch of review texts): a whole batch of them at once holds the engine thread while the
+# events that come meanwhile wait behind them. A few per batch drain the same refreshes in
+# slices that events interleave with.
 REFRESHES_PER_BATCH = 4
 
 
