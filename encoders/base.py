@@ -28,5 +28,10 @@ class Encoder(Protocol):
         ...
 
 
-class EncoderInputError(ValueError):
+class EncoderError(Exception):
+    """Base of every failure the encoders package raises itself (bad input, device, model
+    source, export); the worker dead-letters a message that hits one as `encoder_error`."""
+
+
+class EncoderInputError(EncoderError, ValueError):
     """A text the encoder cannot embed (wrong type); the message says which and why."""

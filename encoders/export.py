@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.base import EncoderError
 from encoders.sources import ModelSource, resolve_source, sha256_file, source_inputs
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ PROBE_TEXTS = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(EncoderError, RuntimeError):
     """An export that failed or produced a model that fails its self-check."""
 
 

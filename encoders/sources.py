@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.base import EncoderError
+
 if TYPE_CHECKING:
     import torch
 
@@ -47,7 +49,7 @@ _EMB_NAMES = {
 }
 
 
-class SourceError(RuntimeError):
+class SourceError(EncoderError, RuntimeError):
     """A model source that cannot be found or read; the message says what to install or fix."""
 
 
