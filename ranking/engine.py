@@ -309,14 +309,10 @@ class Recommender:
                  "config": self.config, "encoder": getattr(self.encoder, "name", None)}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from encoders.files import atomic_open
+
+        with atomic_open(path, "wb", private=True) as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, path: Path) -> None:
         """Load a state written by `snapshot` and re-upsert the item vectors into the store.
