@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -10,10 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# librdkafka logs through this logger: silent unless the application configures logging,
-# so a user sees one clear error instead of a retry line every 50 ms.
-KAFKA_LOG = logging.getLogger("xlrec.kafka")
-KAFKA_LOG.addHandler(logging.NullHandler())
+from streams.contracts.connection import ConnectionConfig
 
 TOPIC_NAMES = ("items", "clicks", "reviews", "requests", "recommendations", "dlq")
 
@@ -69,23 +65,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown topic {name!r}; expected one of {', '.join(TOPIC_NAMES)}")
         return f"{self.topic_prefix}{name}"
 
+    def connection(self) -> ConnectionConfig:
+        """Bootstrap servers and security, rendered per Kafka client library."""
+        return ConnectionConfig.from_settings(self)
+
     def kafka_config(self) -> dict[str, Any]:
-        """librdkafka (confluent-kafka) client settings, security included."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap,
-            "security.protocol": self.security_protocol,
-            "logger": KAFKA_LOG,
-        }
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-            conf["sasl.username"] = self.sasl_username or ""
-            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
-        for key, value in (("ssl.ca.location", self.ssl_cafile),
-                           ("ssl.certificate.location", self.ssl_certfile),
-                           ("ssl.key.location", self.ssl_keyfile)):
-            if value:
-                conf[key] = str(value)
-        return conf
+        """Kept for callers not yet moved: `self.connection().librdkafka()`."""
+        return self.connection().librdkafka()
 
 
 @lru_cache(maxsize=1)

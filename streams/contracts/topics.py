@@ -22,14 +22,14 @@ class BrokerUnavailable(RuntimeError):
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({**settings.kafka_config(), "socket.connection.setup.timeout.ms": 5000})
+    return AdminClient({**settings.connection().librdkafka(), "socket.connection.setup.timeout.ms": 5000})
 
 
 def check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
     """Fail within `timeout_s` with a clear message when no broker answers, or when it
     refuses the SASL credentials (named by user, never by password)."""
     errors: list[KafkaError] = []
-    admin = AdminClient({**settings.kafka_config(), "socket.connection.setup.timeout.ms": 5000,
+    admin = AdminClient({**settings.connection().librdkafka(), "socket.connection.setup.timeout.ms": 5000,
                          "error_cb": errors.append, "logger": _CHECK_LOG})
     try:
         admin.list_topics(timeout=timeout_s)

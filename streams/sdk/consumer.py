@@ -26,7 +26,7 @@ class RecommendationConsumer:
         self.user_id = user_id
         self.skipped = 0
         self._consumer = Consumer({
-            **self.settings.kafka_config(),
+            **self.settings.connection().librdkafka(),
             "group.id": group_id or f"xlrec-tail-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": True,

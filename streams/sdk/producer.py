@@ -36,7 +36,7 @@ class EventProducer:
         self.settings = settings or get_settings()
         if check:
             check_broker(self.settings)
-        conf = {**self.settings.kafka_config(), "enable.idempotence": True, "acks": "all",
+        conf = {**self.settings.connection().librdkafka(), "enable.idempotence": True, "acks": "all",
                 "linger.ms": 5, "compression.type": "lz4",
                 # murmur2 like Java clients, aiokafka and Faust: a user stays on one partition
                 "partitioner": "murmur2_random", "message.timeout.ms": 30000, **overrides}

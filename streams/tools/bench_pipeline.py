@@ -204,9 +204,9 @@ def raw_limit(settings: Any, n: int, timeout_s: float) -> dict[str, Any]:
     for future in admin.create_topics([NewTopic(out_topic, num_partitions=settings.partitions,
                                                 replication_factor=settings.replication)]).values():
         future.result()
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"bench-limit-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"bench-limit-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": True})
-    producer = Producer({**settings.kafka_config(), "acks": "all", "linger.ms": 5,
+    producer = Producer({**settings.connection().librdkafka(), "acks": "all", "linger.ms": 5,
                          "partitioner": "murmur2_random"})
     consumer.subscribe([settings.topic(k) for k in ("items", "clicks", "reviews")])
     done, start = 0, None
@@ -242,7 +242,7 @@ class RecommendationLog(threading.Thread):
 
         super().__init__(daemon=True)
         topic = settings.topic("recommendations")
-        self.consumer = Consumer({**settings.kafka_config(), "group.id": f"bench-recs-{uuid.uuid4().hex[:8]}",
+        self.consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"bench-recs-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False})
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
@@ -388,7 +388,7 @@ def bytes_per_user(settings: Any, group_id: str) -> dict[str, float]:
     from streams.worker.app import changelog_name
 
     topic = changelog_name(settings.model_copy(update={"group_id": group_id}), "users")
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"bench-size-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"bench-size-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
     sizes: dict[bytes, int] = {}

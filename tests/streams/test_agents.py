@@ -21,7 +21,7 @@ from ranking.engine import Recommended
 from streams.worker import metrics
 from streams.worker.agents import (GC_YOUNG_THRESHOLD, ImpressionTracker, LatestRecommendations, Pipeline,
                             already_applied)
-from streams.worker.app import broker_credentials, broker_urls, build_app, changelog_name
+from streams.worker.app import build_app, changelog_name
 from streams.worker.rank_scheduler import RankScheduler
 from streams.worker.dlq import Reason, classify, dead_letter_headers, parse_headers
 from streams.worker.engine_runner import LEARN_PER_BATCH, EngineRunner
@@ -478,15 +478,15 @@ def test_security_settings_reach_faust(tmp_path: Path) -> None:
 
     ca_file = Path(certifi.where())
     plain = Settings(bootstrap="a:9092, b:9093")
-    assert broker_urls(plain) == ["kafka://a:9092", "kafka://b:9093"]
-    assert broker_credentials(plain) is None
+    assert plain.connection().faust_broker_urls() == ["kafka://a:9092", "kafka://b:9093"]
+    assert plain.connection().faust_credentials() is None
     sasl = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="app",
                     sasl_password="s3cret", ssl_cafile=ca_file)
-    creds = broker_credentials(sasl)
+    creds = sasl.connection().faust_credentials()
     assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"  # type: ignore[union-attr]
     assert creds.username == "app" and creds.password == "s3cret"  # type: ignore[union-attr]
     assert "s3cret" not in repr(creds)
-    ssl_only = broker_credentials(Settings(security_protocol="SSL", ssl_cafile=ca_file))
+    ssl_only = Settings(security_protocol="SSL", ssl_cafile=ca_file).connection().faust_credentials()
     assert ssl_only.protocol.value == "SSL"  # type: ignore[union-attr]
     app = build_app(sasl, web_enabled=False)
     assert app.conf.broker_credentials is creds or app.conf.broker_credentials.username == "app"

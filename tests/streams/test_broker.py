@@ -152,7 +152,7 @@ def _round_trip(conf: dict[str, object], topic: str) -> bytes | None:
 @pytest.mark.integration
 def test_produce_consume_round_trip(running: broker.BrokerInfo) -> None:
     settings = Settings(bootstrap=running.bootstrap)
-    assert _round_trip(settings.kafka_config(), "roundtrip") == b'{"hello": "kafka"}'
+    assert _round_trip(settings.connection().librdkafka(), "roundtrip") == b'{"hello": "kafka"}'
 
 
 @pytest.mark.integration
@@ -163,10 +163,10 @@ def test_sasl_plain_listener(running: broker.BrokerInfo) -> None:
     assert running.sasl_bootstrap
     good = Settings(bootstrap=running.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
                     sasl_mechanism="PLAIN", sasl_username="alice", sasl_password="alice-secret")
-    assert _round_trip(good.kafka_config(), "sasl-roundtrip") == b'{"hello": "kafka"}'
+    assert _round_trip(good.connection().librdkafka(), "sasl-roundtrip") == b'{"hello": "kafka"}'
 
     errors: list[KafkaError] = []
-    bad = {**good.kafka_config(), "sasl.password": "wrong"}
+    bad = {**good.connection().librdkafka(), "sasl.password": "wrong"}
     admin = AdminClient({**bad, "error_cb": errors.append, "log_level": 0})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=2)

@@ -81,7 +81,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def produce(settings: Settings, topic: str, count: int, seconds: float) -> None:
     """`count` messages spread over `seconds`, so the page sees the lag climb over several ticks."""
-    producer = Producer(settings.kafka_config())
+    producer = Producer(settings.connection().librdkafka())
     for n in range(count):
         producer.produce(topic, key=f"user-{n % 50}".encode(), value=b'{"type":"click"}')
         producer.poll(0)

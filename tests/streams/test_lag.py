@@ -52,7 +52,7 @@ def make_topic(settings: Settings, topic: str, partitions: int = PARTITIONS) -> 
 
 
 def produce(settings: Settings, topic: str, per_partition: int, partitions: int = PARTITIONS) -> None:
-    producer = Producer(settings.kafka_config())
+    producer = Producer(settings.connection().librdkafka())
     for partition in range(partitions):
         for n in range(per_partition):
             producer.produce(topic, key=f"user-{n}".encode(), value=b"{}", partition=partition)
@@ -61,7 +61,7 @@ def produce(settings: Settings, topic: str, per_partition: int, partitions: int 
 
 def consume(settings: Settings, topic: str, group: str, counts: dict[int, int]) -> None:
     """Read counts[p] more messages of partition p as `group`, committing each one."""
-    consumer = Consumer({**settings.kafka_config(), "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({**settings.connection().librdkafka(), "group.id": group, "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                      for tp in committed(consumer, [TopicPartition(topic, p) for p in counts])])
     left = dict(counts)

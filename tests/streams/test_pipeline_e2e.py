@@ -57,7 +57,7 @@ class Collector:
         self.messages: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer({**settings.kafka_config(), "group.id": f"e2e-{uuid.uuid4().hex[:8]}",
+        self._consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"e2e-{uuid.uuid4().hex[:8]}",
                                    "auto.offset.reset": "earliest", "enable.auto.commit": False})
         self._consumer.subscribe([topic])
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -118,7 +118,7 @@ def wait_consumed(settings: Settings, topic: str, timeout: float = 30.0) -> None
     from confluent_kafka import ConsumerGroupTopicPartitions
 
     admin = admin_client(settings)
-    probe = Consumer({**settings.kafka_config(), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    probe = Consumer({**settings.connection().librdkafka(), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in range(settings.partitions)}
     probe.close()

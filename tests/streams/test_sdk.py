@@ -25,7 +25,7 @@ STEAM = Path(__file__).resolve().parents[3] / "shared" / "data" / "steam"
 def drain(settings: Settings, kinds: list[str], expected: int, timeout_s: float = 30.0
           ) -> dict[str, list[tuple[str, dict]]]:
     """Read every message of the given topics: kind -> [(key, value)]."""
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"drain-{random.random()}",
+    consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"drain-{random.random()}",
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([settings.topic(k) for k in kinds])
     got: dict[str, list[tuple[str, dict]]] = {k: [] for k in kinds}
