@@ -45,8 +45,9 @@ class Maintenance:
 
     async def optimize_store(self) -> None:
         """Build the ANN index off the hot path once enough items changed."""
-        if self.items_since_optimize:
-                await self.ctx.runner.optimize_store()
+        if self.ctx.items_changed:
+            self.ctx.items_changed = 0
+            await self.ctx.runner.optimize_store()
 
     async def snapshot(self) -> None:
         """Engine state, then the catalog offsets it holds (taken first: at worst older). A
