@@ -17,37 +17,11 @@ import pytest
 from streams.worker import catalog_feed
 from streams.worker.catalog_feed import CatalogFeed, Resume, load_resume, save_resume
 from streams.worker.engine_runner import EngineRunner
-from streams.contracts.schemas import ItemEvent
 from streams.contracts.settings import Settings
+from tests.streams.fake_engine import FakeEngine, FlakyStore
 
 NOW = time.time()
 pytestmark = pytest.mark.anyio
-
-
-class Engine:
-    """Records upserts; raises while `down` (store outage) or for items named 'bad'."""
-
-    encoder = None
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str, bool]] = []
-        self.down = 0
-
-    def upsert_items(self, events: list[ItemEvent], vectors: Any = None) -> None:
-        if self.down or any(e.item_id == "bad" for e in events):
-            raise ConnectionError("store refused")
-        self.items += [(e.item_id, e.title, e.deleted) for e in events]
-
-
-class Store:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def count(self) -> int:
-        if self.engine.down:
-            self.engine.down -= 1  # comes back after a few probes
-            raise ConnectionError("connection refused")
-        return len(self.engine.items)
 
 
 def record(offset: int, value: dict[str, Any] | bytes) -> Any:
@@ -59,13 +33,13 @@ def item(item_id: str, title: str = "t", **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def engine() -> Engine:
-    return Engine()
+def engine() -> FakeEngine:
+    return FakeEngine(fail_on={"bad"})   # an item named "bad" fails while the store answers
 
 
 @pytest.fixture
-def feed(engine: Engine) -> Any:
-    runner = EngineRunner(engine, Store(engine))  # type: ignore[arg-type]
+def feed(engine: FakeEngine) -> Any:
+    runner = EngineRunner(engine, FlakyStore(engine))
     applied: list[str] = []
     feed = CatalogFeed(Settings(topic_prefix="t."), runner, {}, lambda items: applied.extend(i.item_id for i in items))
     feed.applied_ids = applied  # type: ignore[attr-defined]
@@ -73,25 +47,25 @@ def feed(engine: Engine) -> Any:
     runner.close()
 
 
-async def test_a_batch_keeps_the_last_version_of_each_item_and_skips_poison(feed: Any, engine: Engine) -> None:
+async def test_a_batch_keeps_the_last_version_of_each_item_and_skips_poison(feed: Any, engine: FakeEngine) -> None:
     await feed._apply(2, [record(10, item("g1", "old")), record(11, item("g2", "other")),
                           record(12, b"\xff not json"), record(13, item("g1", "new", deleted=True))])
-    assert engine.items == [("g2", "other", False), ("g1", "new", True)]
+    assert engine.upserted == [("g2", "other", False), ("g1", "new", True)]
     assert feed.applied == {2: 14} and feed.applied_ids == ["g2", "g1"]
 
 
 async def test_an_outage_is_retried_with_backoff_and_nothing_is_lost(
-        feed: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        feed: Any, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(catalog_feed, "BACKOFF_START_S", 0.01)
-    engine.down = 3
+    engine.store_down = 3   # the store answers after three probes
     await asyncio.wait_for(feed._apply(0, [record(0, item("a")), record(1, item("b"))]), 5)
-    assert engine.items == [("a", "t", False), ("b", "t", False)]
+    assert engine.upserted == [("a", "t", False), ("b", "t", False)]
     assert feed.retries == 3 and feed.applied == {0: 2}
 
 
-async def test_an_item_that_fails_while_the_store_answers_is_skipped_alone(feed: Any, engine: Engine) -> None:
+async def test_an_item_that_fails_while_the_store_answers_is_skipped_alone(feed: Any, engine: FakeEngine) -> None:
     await feed._apply(0, [record(0, item("ok")), record(1, item("bad"))])
-    assert engine.items == [("ok", "t", False)] and feed.applied == {0: 2}
+    assert engine.upserted == [("ok", "t", False)] and feed.applied == {0: 2}
 
 
 def test_offsets_and_event_time_are_saved_beside_the_snapshot(tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ its batch is acknowledged."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
-from streams.worker.agents import Pipeline, UsersTable
+from streams.worker.user_events import UserEvents
+from streams.worker.users_table import UsersTable
 
 pytestmark = pytest.mark.anyio
 
@@ -54,39 +56,41 @@ def users_table() -> UsersTable:
     return table
 
 
+def user_events(app: App) -> UserEvents:
+    """Only the hand-over is exercised: the users agent's part with an app and a users table."""
+    events = UserEvents.__new__(UserEvents)
+    events.ctx = SimpleNamespace(app=app, users=users_table())  # type: ignore[assignment]
+    return events
+
+
 async def test_the_batch_waits_until_every_changelog_write_left_the_buffer() -> None:
     buffer = SlowBuffer(size=5)
-    pipe = Pipeline.__new__(Pipeline)  # only the hand-over is exercised
-    pipe.app = App(buffer)  # type: ignore[assignment]
-    pipe.users = users_table()
-    await pipe.changelog_durable()
+    events = user_events(App(buffer))
+    await events.changelog_durable()
     assert buffer.size == 0 and buffer.client == [0, 1, 2, 3, 4]  # all of them, in order
 
 
 async def test_the_batch_waits_for_the_brokers_acknowledgement_of_every_write() -> None:
-    pipe = Pipeline.__new__(Pipeline)
-    pipe.app = App(SlowBuffer(size=0))  # type: ignore[assignment]
-    pipe.users = users_table()
+    events = user_events(App(SlowBuffer(size=0)))
     loop = asyncio.get_running_loop()
     writes = [loop.create_future() for _ in range(3)]
-    pipe.users._unacked.extend(writes)
-    durable = asyncio.ensure_future(pipe.changelog_durable())
+    events.ctx.users._unacked.extend(writes)
+    durable = asyncio.ensure_future(events.changelog_durable())
     for write in writes:
         await asyncio.sleep(0.01)
         assert not durable.done()  # one write still unacknowledged
         write.set_result(None)
     await asyncio.wait_for(durable, 1.0)
-    assert pipe.users._unacked == []
+    assert events.ctx.users._unacked == []
 
 
 async def test_a_failed_write_stops_the_worker() -> None:
     """Its batch is replayed from the committed offsets after the restart."""
-    pipe = Pipeline.__new__(Pipeline)
-    app = pipe.app = App(SlowBuffer(size=0))  # type: ignore[assignment]
-    pipe.users = users_table()
+    app = App(SlowBuffer(size=0))
+    events = user_events(app)
     write = asyncio.get_running_loop().create_future()
     write.set_exception(RuntimeError("broker refused the write"))
-    pipe.users._unacked.append(write)
+    events.ctx.users._unacked.append(write)
     with pytest.raises(RuntimeError, match="refused"):
-        await pipe.changelog_durable()
+        await events.changelog_durable()
     assert [str(exc) for exc in app.crashed] == ["broker refused the write"]

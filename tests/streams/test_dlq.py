@@ -11,7 +11,7 @@ from encoders.onnx_encoder import EncoderDeviceError
 from encoders.sources import SourceError
 from ranking.qdrant_store import StoreError
 from streams.contracts.schemas import InvalidEvent
-from streams.worker.dlq import KeyMismatch, Reason, classify
+from streams.worker.dlq import KeyMismatch, Reason, classify, dead_letter_headers, parse_headers
 
 
 @pytest.mark.parametrize(("exc", "reason"), [
@@ -38,3 +38,11 @@ def test_encoder_errors_keep_their_builtin_bases() -> None:
     assert issubclass(EncoderInputError, ValueError)
     for cls in (EncoderDeviceError, SourceError, ExportError):
         assert issubclass(cls, RuntimeError) and issubclass(cls, EncoderError)
+
+
+def test_dead_letter_reasons_and_headers() -> None:
+    assert classify(InvalidEvent("not valid UTF-8 JSON: x")) == Reason.INVALID_JSON
+    assert classify(InvalidEvent("field 'ts': bad")) == Reason.SCHEMA
+    assert classify(RuntimeError("x")) == Reason.PROCESSING_ERROR
+    headers = parse_headers(dead_letter_headers("t.clicks", 1, 2, "schema", "field 'x': é"))
+    assert headers["error"] == "field 'x': é" and float(headers["failed-ts"]) > 0

@@ -11,49 +11,24 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest.mock import AsyncMock, MagicMock, patch
+from unittest.mock import MagicMock, patch
 
 import orjson
 import pytest
 from faust.types import TP
 from faust.types.tuples import Message
 
-from ranking.engine import Recommended
-from streams.worker.agents import Pipeline
-from streams.worker.app import build_app
-from streams.worker.engine_runner import EngineRunner
-from streams.contracts.settings import Settings
+from streams.worker.wiring import Worker
+from tests.streams.fake_engine import FakeEngine, catalog
+from tests.streams.fake_worker import fake_worker, recommendations
 
 pytestmark = pytest.mark.anyio
 
 
-class Engine:
-    model_version = "fake"
-    encoder = None
-
-    def observe(self, profile: Any, event: Any, *, review_vector: Any = None,
-                text_later: bool = False, learn: bool = True) -> dict[str, Any]:
-        return {"events": [event.event_id]}
-
-    def flush_store(self) -> None:
-        pass
-
-    def recommend(self, user_id: str, profile: Any, k: int, **kwargs: Any) -> list[Recommended]:
-        return [Recommended("a", 1.0, "new", "A", "en")]
-
-
 @pytest.fixture
-def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
-    settings = Settings(topic_prefix="t.", data_dir=tmp_path, rank_interval_s=0.0)
-    app = build_app(settings, web_enabled=False)
-    runner = EngineRunner(Engine())  # type: ignore[arg-type]
-    pipe = Pipeline(app, settings, runner)
-    pipe.feed.ready.set()
-    app.finalize()
-    with patch.object(pipe.topics.recommendations, "send", new=AsyncMock()), \
-            patch.object(pipe.users, "send_changelog", new=MagicMock()):
-        yield pipe
-    runner.close()
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    with fake_worker(FakeEngine(items=catalog(1)), tmp_path, own_all=False, rank_interval_s=0.0) as w:
+        yield w
 
 
 def click(user: str, partition: int) -> Any:
@@ -69,36 +44,35 @@ def user_tps(*partitions: int) -> set[TP]:
     return {TP(t, p) for t in ("t.clicks", "t.reviews") for p in partitions}
 
 
-async def recovered(pipeline: Pipeline, assignment: set[TP]) -> None:
+async def recovered(worker: Worker, assignment: set[TP]) -> None:
     """Faust's end of a rebalance: the tables of `assignment` are recovered."""
-    with patch.object(pipeline.app.consumer, "assignment", return_value=assignment):
-        await pipeline.on_rebalance_complete()
+    with patch.object(worker.ctx.app.consumer, "assignment", return_value=assignment):
+        await worker.rebalance.on_rebalance_complete()
 
 
-def sent_to(pipeline: Pipeline) -> list[str]:
-    return [orjson.loads(call.kwargs["value"])["user_id"]
-            for call in pipeline.topics.recommendations.send.await_args_list]  # type: ignore[attr-defined]
+def sent_to(worker: Worker) -> list[str]:
+    return [rec["user_id"] for rec in recommendations(worker)]
 
 
-async def test_rankings_of_revoked_partitions_are_not_sent(pipeline: Pipeline) -> None:
-    await pipeline.on_partitions_assigned(None, user_tps(1, 2))
-    await recovered(pipeline, user_tps(1, 2))
-    pipeline.scheduler.due(10)    # the re-ranking after recovery: nobody is known yet
-    await pipeline.handle_user_events([click("kept", 1), click("moved", 2)])
-    await pipeline.on_partitions_revoked(None, {TP("t.clicks", 2), TP("t.reviews", 2)})  # to another worker
-    await pipeline.rank(pipeline.scheduler.due(10), [])
-    assert sent_to(pipeline) == ["kept"]
+async def test_rankings_of_revoked_partitions_are_not_sent(worker: Worker) -> None:
+    await worker.rebalance.on_partitions_assigned(None, user_tps(1, 2))
+    await recovered(worker, user_tps(1, 2))
+    worker.ctx.scheduler.due(10)    # the re-ranking after recovery: nobody is known yet
+    await worker.user_events.handle([click("kept", 1), click("moved", 2)])
+    await worker.rebalance.on_partitions_revoked(None, {TP("t.clicks", 2), TP("t.reviews", 2)})  # to another worker
+    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    assert sent_to(worker) == ["kept"]
 
 
-async def test_a_newly_assigned_partition_is_ranked_once_its_table_is_recovered(pipeline: Pipeline) -> None:
+async def test_a_newly_assigned_partition_is_ranked_once_its_table_is_recovered(worker: Worker) -> None:
     """What this worker knew of a partition it held before is stale until the recovery
     brought its table up to date: a ranking from it could land after the previous owner's."""
-    await pipeline.on_partitions_assigned(None, user_tps(1))
-    await recovered(pipeline, user_tps(1))
-    await pipeline.handle_user_events([click("old", 2)])   # e.g. applied when it last held 2
-    await pipeline.on_partitions_assigned(None, user_tps(1, 2))
-    await pipeline.rank(pipeline.scheduler.due(10), [])
-    assert sent_to(pipeline) == []          # partition 2's table is not recovered yet
-    await recovered(pipeline, user_tps(1, 2))
-    await pipeline.rank(pipeline.scheduler.due(10), [])
-    assert sent_to(pipeline) == ["old"]     # re-ranked from the recovered table
+    await worker.rebalance.on_partitions_assigned(None, user_tps(1))
+    await recovered(worker, user_tps(1))
+    await worker.user_events.handle([click("old", 2)])   # e.g. applied when it last held 2
+    await worker.rebalance.on_partitions_assigned(None, user_tps(1, 2))
+    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    assert sent_to(worker) == []          # partition 2's table is not recovered yet
+    await recovered(worker, user_tps(1, 2))
+    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    assert sent_to(worker) == ["old"]     # re-ranked from the recovered table

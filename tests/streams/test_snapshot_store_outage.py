@@ -8,30 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from streams.worker.agents import Pipeline
-from streams.worker.catalog_feed import resume_path
+from streams.worker.catalog_feed import Resume, load_resume, resume_path
+from tests.streams.fake_engine import FakeEngine
+from tests.streams.fake_worker import fake_worker
 
 pytestmark = pytest.mark.anyio
 
 
-class Runner:
-    def __init__(self) -> None:
-        self.down = True
-
-    async def snapshot(self, path: Path) -> None:
-        if self.down:
-            raise ConnectionError("store away")
-        path.write_bytes(b"state")
-
-
 async def test_a_snapshot_during_an_outage_is_skipped_not_fatal(tmp_path: Path) -> None:
-    pipe = Pipeline.__new__(Pipeline)  # only the snapshot timer is exercised
-    pipe.snapshot_path = tmp_path / "engine.snapshot"
-    pipe.runner = Runner()  # type: ignore[assignment]
-    pipe.feed = type("Feed", (), {"applied": {0: 3}})()  # type: ignore[assignment]
-    pipe.event_time = 1.0
-    await pipe.snapshot()
-    assert not pipe.snapshot_path.exists() and not resume_path(pipe.snapshot_path).exists()
-    pipe.runner.down = False  # type: ignore[attr-defined]
-    await pipe.snapshot()
-    assert pipe.snapshot_path.read_bytes() == b"state" and resume_path(pipe.snapshot_path).exists()
+    snapshot = tmp_path / "engine.snapshot"
+    engine = FakeEngine(store_down=1)   # no probe in between: down until the test says so
+    with fake_worker(engine, tmp_path, snapshot_path=snapshot) as worker:
+        worker.feed.applied[0] = 3
+        worker.ctx.event_time = 1.0
+        await worker.maintenance.snapshot()   # the timer's call
+        assert not snapshot.exists() and not resume_path(snapshot).exists()
+        engine.store_down = 0
+        await worker.maintenance.snapshot()
+    assert engine.snapshots == [snapshot] and snapshot.read_bytes()
+    assert load_resume(snapshot) == Resume({0: 3}, 1.0)
