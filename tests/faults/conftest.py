@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from streams.ops import broker
 from streams.ops.broker import BrokerInfo
 from streams.contracts.settings import Settings
 from streams.contracts.topics import create_topics
+from streams.worker.user_record import UserRecord
 from tests.faults.harness import (Figures, Worker, count_applied, fault_settings, feed_items, produce,
                                   fault_stream, wait_consumed, wait_texts_folded)
 
@@ -25,7 +25,7 @@ class Reference:
     """An uninterrupted run of one worker over the review stream (`fault_stream`)."""
 
     settings: Settings
-    table: dict[str, dict[str, Any]]
+    table: dict[str, UserRecord]
     seconds: float
     data_dir: Path
 

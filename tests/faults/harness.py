@@ -22,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 
 from ranking.profile import MAX_EVENT_IDS
@@ -34,6 +33,7 @@ from streams.contracts.settings import Settings
 from streams.tools.generated import realistic_events
 from streams.contracts.topics import admin_client
 from streams.tools.worker_process import WorkerProcess, http_get
+from streams.worker.user_record import UserRecord
 
 FAULT_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
 POISON_MESSAGES = int(os.environ.get("XLREC_FAULT_POISON", "1000"))
@@ -177,18 +177,19 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[An
     return out
 
 
-def read_table(settings: Settings) -> dict[str, dict[str, Any]]:
+def read_table(settings: Settings) -> dict[str, UserRecord]:
     """The users table as its changelog says: the last value of every key."""
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[str, UserRecord] = {}
     for msg in read_topic(settings, changelog_name(settings, "users")):
         if msg.value() is None:
             table.pop(msg.key().decode(), None)
         else:
-            table[msg.key().decode()] = orjson.loads(msg.value())
+            table[msg.key().decode()] = UserRecord.from_bytes(msg.value())
     return table
 
 
-def wait_texts_folded(settings: Settings, workers: list[Worker], timeout: float = TEXTS_FOLDED_S) -> dict[str, dict[str, Any]]:
+def wait_texts_folded(settings: Settings, workers: list[Worker],
+                      timeout: float = TEXTS_FOLDED_S) -> dict[str, UserRecord]:
     """Until no user in the users table waits for a review text (each one embedded and folded
     in, or dead-lettered); returns that table."""
     deadline = time.time() + timeout
@@ -196,12 +197,12 @@ def wait_texts_folded(settings: Settings, workers: list[Worker], timeout: float 
         for w in workers:
             assert w.alive(), f"worker exited:\n{w.output()[-3000:]}"
         table = read_table(settings)
-        waiting = [u for u, envelope in table.items() if envelope.get("t")]
+        waiting = [u for u, record in table.items() if record.waiting_texts]
         if not waiting:
             return table
         if time.time() > deadline:
             raise AssertionError(f"{len(waiting)} users still wait for review texts after {timeout:.0f}s, "
-                                 f"e.g. {[(u, table[u]['t']) for u in waiting[:3]]}")
+                                 f"e.g. {[(u, table[u].waiting_texts) for u in waiting[:3]]}")
         time.sleep(2.0)
 
 
@@ -234,11 +235,11 @@ class Figures:
               f"applied_twice={self.applied_twice} dead_lettered={self.dead_lettered}{extra}", flush=True)
 
 
-def count_applied(table: dict[str, dict[str, Any]], expected: dict[str, list[str]], figures: Figures) -> list[str]:
+def count_applied(table: dict[str, UserRecord], expected: dict[str, list[str]], figures: Figures) -> list[str]:
     """Fill applied/lost/twice from each profile's event count and latest ids; return problems."""
     problems = []
     for user, ids in expected.items():
-        profile = (table.get(user) or {}).get("p") or {}
+        profile = table[user].profile if user in table else {}
         n = int(profile.get("n", 0))
         figures.applied += n
         figures.lost += max(0, len(ids) - n)
@@ -250,7 +251,7 @@ def count_applied(table: dict[str, dict[str, Any]], expected: dict[str, list[str
     return problems
 
 
-def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+def compare_tables(table: dict[str, UserRecord], reference: dict[str, UserRecord]) -> tuple[list[str], dict[str, Any]]:
     """Differences in what the users' own events decide, and vector figures: the lowest
     interest and own-text cosines, and how many users' vectors are on one side only. Vector
     values are reported, not compared: they depend on which items and review texts the worker
@@ -262,7 +263,7 @@ def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[s
     cosines, own_cosines = [], []
     interest_one_side = own_one_side = 0
     for user in set(table) & set(reference):
-        mine, ref = table[user]["p"], reference[user]["p"]
+        mine, ref = table[user].profile, reference[user].profile
         for name in OWN_FIELDS:
             if mine.get(name) != ref.get(name):
                 problems.append(f"{user}.{name}: {mine.get(name)!r} != reference {ref.get(name)!r}")
@@ -278,8 +279,8 @@ def compare_tables(table: dict[str, dict[str, Any]], reference: dict[str, dict[s
                       "own_text_vector_on_one_side": own_one_side}
 
 
-def check_against_reference(figures: Figures, table: dict[str, dict[str, Any]], stream: "Stream",
-                            reference: dict[str, dict[str, Any]], stale: list[str] | None = None) -> None:
+def check_against_reference(figures: Figures, table: dict[str, UserRecord], stream: "Stream",
+                            reference: dict[str, UserRecord], stale: list[str] | None = None) -> None:
     """Count, print and assert the figures of a run that must equal the uninterrupted reference:
     nothing lost or applied twice, the same decisions per user, and (when given) no user whose
     latest recommendation predates their last event."""

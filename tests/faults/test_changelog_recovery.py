@@ -71,7 +71,7 @@ def test_an_empty_state_dir_rebuilds_the_users_table_from_the_changelog(referenc
         shutil.copy(snap.with_name(name), target.with_name(name))
     restored = ask(Worker(settings, restored_dir, name="restored"), reference, users, "restored")
 
-    history = {u: {r[0] for r in reference.table[u]["p"]["recent"]} for u in users}
+    history = {u: {r[0] for r in reference.table[u].profile["recent"]} for u in users}
     wrong_sets = [u for u in users if not leaves_out_history(empty[u], catalog, history[u])]
     different = [u for u in users if [(i.item_id, i.reason) for i in restored[u].items]
                  != [(i.item_id, i.reason) for i in original[u].items]]
