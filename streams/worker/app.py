@@ -12,30 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
-from faust.serializers import codecs
 
-from streams.worker.recovery import XlrecTableManager
 from streams.contracts.settings import Settings
+from streams.worker.recovery import XlrecTableManager
 
 # Faust's default commit interval (2.8 s) is what a crash may replay; the users table is
 # idempotent by Kafka offset and event_id, so replays are harmless, only wasted work.
 COMMIT_INTERVAL_S = 1.0
 # The dlq topic accepts the original bytes of poison messages up to 16 MiB (streams.contracts.topics).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024 + 64 * 1024
-
-
-class OrjsonCodec(codecs.Codec):
-    """Plain JSON for table values: fast, and readable by anything that reads the changelog."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-
-    def _loads(self, data: bytes) -> Any:
-        return orjson.loads(data)
-
-
-codecs.register("orjson", OrjsonCodec())
 
 
 @dataclass(frozen=True)
