@@ -22,7 +22,10 @@ STEAM_EVENTS = Path("shared") / "data" / "steam" / "events-dev.tsv.gz"
 
 
 def steam_events_path() -> Path:
-    """../shared/data/steam/events-dev.tsv.gz beside the repository (or the working directory)."""
+    """../shared/data/steam/events-dev.tsv.gz beside the repository (or the working directory),
+    or events-dev.tsv.gz in $XLREC_STEAM_DIR when that is set."""
+    if steam_dir := os.environ.get("XLREC_STEAM_DIR"):
+        return Path(steam_dir) / STEAM_EVENTS.name
     repo = Path(__file__).resolve().parents[1]
     for root in (repo.parent, Path.cwd().parent):
         if (root / STEAM_EVENTS).is_file():

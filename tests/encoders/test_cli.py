@@ -24,7 +24,8 @@ def test_export_command_reuses_the_cache(model_dir: Path) -> None:
     assert "cache valid, reused" in result.output and "model.int8.onnx" in result.output
 
 
-def test_bench_encoder_writes_the_report(model_dir: Path, steam_sample: list[str], tmp_path: Path) -> None:
+def test_bench_encoder_writes_the_report(model_dir: Path, steam_events: Path, tmp_path: Path) -> None:
+    """`xlrec bench encoder` embeds Steam review texts: it needs the Steam data."""
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["bench", "encoder", "--texts", "24", "--chunk", "12", "--out", str(out)])
     assert result.exit_code == 0, result.output

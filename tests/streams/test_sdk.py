@@ -17,9 +17,10 @@ from streams.sdk.producer import EventProducer
 from streams.contracts.schemas import InvalidEvent, Recommendation
 from streams.contracts.settings import Settings
 from streams.contracts.topics import BrokerUnavailable, check_broker, create_topics
+from streams.tools.steam import DEFAULT_STEAM_DIR
 
 pytestmark = pytest.mark.integration
-STEAM = Path(__file__).resolve().parents[3] / "shared" / "data" / "steam"
+STEAM = DEFAULT_STEAM_DIR
 
 
 def drain(settings: Settings, kinds: list[str], expected: int, timeout_s: float = 30.0
@@ -132,7 +133,8 @@ def test_recommendation_consumer_filters_by_user(kafka_settings: Settings) -> No
     assert consumer.skipped == 1
 
 
-@pytest.mark.skipif(not (STEAM / "events-dev.tsv.gz").exists(), reason="Steam data not present")
+@pytest.mark.skipif(not (STEAM / "events-dev.tsv.gz").exists(),
+                    reason=f"Steam data not in {STEAM}: `xlrec replay steam` replays the Steam files themselves")
 def test_replay_steam_then_tail(kafka_settings: Settings) -> None:
     create_topics(kafka_settings)
     env = {**os.environ, "XLREC_BOOTSTRAP": kafka_settings.bootstrap,
