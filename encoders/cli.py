@@ -31,6 +31,9 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write the fp16 model (CUDA default)")] = False,
     force: Annotated[bool, typer.Option("--force", help="Export again even if the cache is valid")] = False,
     opset: Annotated[int, typer.Option(min=17, help="ONNX opset")] = 17,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", envvar="XLREC_CACHE_DIR",
+        help="Cache folder; the model goes to DIR/models/<name> (default ~/.cache/xlrec)")] = None,
 ) -> None:
     """Export the encoder to ONNX into the model cache (reused when already valid).
 
@@ -43,7 +46,7 @@ def export(
     if not (int8 or fp16):
         variants += ["int8"] + (["fp16"] if cuda_available() else [])
     _log_progress()
-    result = export_model(source, variants, opset=opset, force=force)
+    result = export_model(source, variants, cache_dir=cache_dir, opset=opset, force=force)
     state = f"exported {', '.join(result.written)}" if result.written else "cache valid, reused"
     typer.echo(f"{result.model_dir}: {state} in {result.seconds:.1f}s")
     for variant, entry in sorted(result.manifest["variants"].items()):

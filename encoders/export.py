@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from encoders.base import EncoderError
+from encoders.config import default_cache_dir
 from encoders.files import atomic_write_text
 from encoders.sources import ModelSource, resolve_source, sha256_file, source_inputs
 
@@ -78,11 +79,9 @@ class ExportResult:
 
 
 def models_root(cache_dir: Path | None = None) -> Path:
-    """`<cache_dir>/models`, with cache_dir from XLREC_CACHE_DIR (default ~/.cache/xlrec)."""
+    """`<cache_dir>/models`; without cache_dir, XLREC_CACHE_DIR (default ~/.cache/xlrec)."""
     if cache_dir is None:
-        from streams.contracts.settings import get_settings
-
-        cache_dir = get_settings().cache_dir
+        cache_dir = default_cache_dir()
     return Path(cache_dir).expanduser() / "models"
 
 
@@ -194,7 +193,8 @@ def _check_exporter(model_dir: Path, todo: list[str]) -> None:
         for module in modules:
             importlib.import_module(module)
     except ImportError as exc:
-        state = ", ".join(f"{MODEL_FILES[v]} {'does not match its manifest' if (model_dir / MODEL_FILES[v]).exists() else 'is missing'}"
+        state = ", ".join(f"{MODEL_FILES[v]} "
+                          f"{'does not match its manifest' if (model_dir / MODEL_FILES[v]).exists() else 'is missing'}"
                           for v in todo)
         raise ExportError(f"the encoder cache {model_dir} must be rebuilt ({state}) but {exc}; "
                           "install the export extra (pip install -e '.[export]', as `make install` "
@@ -257,7 +257,7 @@ def _export_from_torch(src: ModelSource, model_dir: Path, tmp: Path, todo: list[
     log.info("loading %s (%s)", src.name, src.ref)
     transformer, tokenizer_src = load_transformer(src)
     model = MeanPooledEncoder(transformer).eval()
-    config = transformer.config
+    config: Any = transformer.config
     dim, heads = int(config.hidden_size), int(config.num_attention_heads)
     tokenizer_path = model_dir / TOKENIZER_FILE
     if not tokenizer_path.exists() or sha256_file(tokenizer_src) != sha256_file(tokenizer_path):

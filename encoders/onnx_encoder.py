@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from encoders.base import EncoderError
+from encoders.config import default_device, default_max_tokens, default_threads
 from encoders.export import MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, read_manifest
 from encoders.text import BATCH_LIMITS, Batch, TextBatcher
 
@@ -34,9 +35,7 @@ def resolve_device(device: str | None = None) -> str:
     """'cpu' or 'cuda' from an explicit choice, else XLREC_DEVICE, where 'auto' means CUDA
     when onnxruntime offers it."""
     if device is None:
-        from streams.contracts.settings import get_settings
-
-        device = get_settings().device
+        device = default_device()
     device = device.lower()
     if device not in ("auto", "cpu", "cuda"):
         raise EncoderDeviceError(f"unknown device {device!r}; use auto, cpu or cuda")
@@ -58,9 +57,6 @@ class OnnxEncoder:
                  batch_size: int | None = None, max_batch_tokens: int | None = None) -> None:
         import onnxruntime as ort
 
-        from streams.contracts.settings import get_settings
-
-        settings = get_settings()
         manifest = read_manifest(model_dir)
         if manifest is None:
             raise FileNotFoundError(f"no exported encoder in {model_dir}; run: xlrec encoder export")
@@ -72,7 +68,7 @@ class OnnxEncoder:
                                     f"xlrec encoder export --source {manifest['source']['ref']}{flag}")
         self.model_dir = model_dir
         self.manifest = manifest
-        max_tokens = max_tokens or settings.encoder_max_tokens
+        max_tokens = max_tokens or default_max_tokens()
         self.max_tokens = min(max_tokens, int(manifest["max_positions"]))
         default_batch, default_tokens = BATCH_LIMITS[self.device]
         self.batcher = TextBatcher(model_dir / TOKENIZER_FILE, max_tokens=self.max_tokens,
@@ -81,7 +77,7 @@ class OnnxEncoder:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = settings.encoder_threads if threads is None else threads
+        threads = default_threads() if threads is None else threads
         options.intra_op_num_threads = threads if threads > 0 else len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: the worker shares its cores with Kafka

@@ -16,10 +16,8 @@ Typical use by the agents:
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -32,16 +30,15 @@ from encoders.base import Encoder
 from ranking import profile as profiles
 from ranking import reasons
 from ranking.catalog import ItemCatalog
+from ranking.events import ItemEvent, ReviewEvent, UserEvent
 from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, GROUP_MATRIX,
                             LANG_HALF_LIVES_H, TREND_HALF_LIVES_H, HybridConfig, PairwiseScorer,
                             Signals, UserContext, explore, mmr)
 from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 from ranking.store import ItemPoint, VectorStore
 from ranking.vectors import LanguageCentering
-from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
 
 Profile = dict[str, Any]
-UserEvent = ClickEvent | ReviewEvent
 
 
 SNAPSHOT_VERSION = 2   # 2: the scorer keeps the pairs of its unfinished mini-batch
@@ -49,7 +46,7 @@ MAX_REVIEW_CHARS = 2_000   # enough for the encoder's token budget; bounds token
 
 
 class Recommended(NamedTuple):
-    """One recommended item, in the shape of `streams.contracts.schemas.RecommendedItem`."""
+    """One recommended item, in the shape of the wire contract's `RecommendedItem`."""
 
     item_id: str
     score: float
@@ -167,10 +164,11 @@ class Recommender:
         """
         if profiles.already_applied(profile, event.event_id):
             return dict(profile)  # type: ignore[arg-type]
-        is_review = isinstance(event, ReviewEvent)
-        positive = event.positive if is_review else True
-        if is_review and review_vector is None and event.text.strip() and not text_later:
-            review_vector = self.embed_reviews([event]).get(event.event_id)
+        review = event if event.type == "review" else None
+        is_review = review is not None
+        positive = review.positive if review is not None else True
+        if review is not None and review_vector is None and review.text.strip() and not text_later:
+            review_vector = self.embed_reviews([review]).get(event.event_id)
         row = self.catalog.index.row(event.item_id)
         if row is not None and self.catalog.active[row]:
             if learn and self.catalog.first_ts[row] < event.ts:   # it could have been recommended

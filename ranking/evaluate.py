@@ -3,31 +3,31 @@
 For each user event with ts >= eval_from whose user has an earlier event, every model is
 first asked for the user's top 10 among the items it knows, minus the user's earlier items
 (a hit if the event's item is there), and only then learns from the event. Items become
-known from the items file (JSON-lines ItemEvents, at their ts) or at their first event,
-after it is evaluated, so nothing leaks from the future. `games.tsv` only provides titles.
+known from item events (at their ts) or at their first event, after it is evaluated, so
+nothing leaks from the future. Titles (item_id -> title) only name items.
+
+The harness reads no files: it replays events already read and validated (`EvalData`);
+`xlrec evaluate` (streams.tools.evaluate_cli) reads Steam TSVs and JSON lines into them.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from encoders.base import Encoder
+from encoders.languages import base_language
 from ranking.base import Interaction, NewItem, Ranker
 from ranking.baselines import BiasedMF, CoOccurrence, Content, Popularity, RecentPopularity
 from ranking.engine import Recommender, item_text
+from ranking.events import AnyEvent, Click, Item, ItemEvent, Review, UserEvent
 from ranking.memory_store import MemoryStore
 from ranking.offline_metrics import Stats, coverage, hit_rank
-from streams.contracts.languages import base_language
-from streams.contracts.schemas import ClickEvent, InvalidEvent, ItemEvent, ReviewEvent, parse_event
-from streams.tools.steam import EVENT_COLUMNS, BadLine, _open_text, read_reviews, read_titles
 
 K = 10
 WEEK = 7 * 86400.0
@@ -37,55 +37,38 @@ ABLATIONS = ("xlrec-no-diversity", "xlrec-no-exploration")
 SLICES = ("all", "cross_lingual", "same_lingual", "cold_item", "non_english")
 COLD_EVENTS = 3
 DEFAULT_DIM = 384
-UserEvent = ClickEvent | ReviewEvent
 
 
 # ---- inputs -------------------------------------------------------------------------------
-def _is_steam_tsv(path: Path) -> bool:
-    with _open_text(path) as f:
-        return f.readline().rstrip("\r\n").split("\t")[:7] == list(EVENT_COLUMNS)
+class _Timed(Protocol):
+    @property
+    def ts(self) -> float: ...
+    @property
+    def type(self) -> str: ...
 
 
-def _json_lines(path: Path, bad: list[BadLine]) -> Iterator[ItemEvent | UserEvent]:
-    kinds = {"item": "items", "click": "clicks", "review": "reviews"}
-    with _open_text(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                kind = kinds.get(raw.get("type")) if isinstance(raw, dict) else None
-                if kind is None:
-                    raise InvalidEvent("expected a JSON object with type item, click or review")
-                event = parse_event(kind, raw)
-            except (ValueError, InvalidEvent) as exc:
-                bad.append(BadLine(str(path), line_no, str(exc)))
-                continue
-            yield event  # type: ignore[misc]
+Timed = TypeVar("Timed", bound=_Timed)
 
 
-def load_events(path: Path, limit: int | None, bad: list[BadLine]) -> list[ItemEvent | UserEvent]:
-    """A Steam TSV or JSON lines of events, in time order (stable for equal ts)."""
-    if _is_steam_tsv(path):
-        events: list[Any] = list(read_reviews(path, limit=limit, bad=bad))
-    else:
-        events = []
-        for e in _json_lines(path, bad):
-            events.append(e)
-            if limit is not None and sum(not isinstance(x, ItemEvent) for x in events) >= limit:
-                break
-    return sorted(events, key=lambda e: (e.ts, not isinstance(e, ItemEvent)))
+def time_order(events: Iterable[Timed]) -> list[Timed]:
+    """Events in time order, item events before user events of the same ts (stable)."""
+    return sorted(events, key=lambda e: (e.ts, e.type != "item"))
 
 
-def load_items(path: Path | None, bad: list[BadLine]) -> tuple[dict[str, str], list[ItemEvent]]:
-    """(titles from a games.tsv, ItemEvents from JSON lines): one of them is empty."""
-    if path is None:
-        return {}, []
-    with _open_text(path) as f:
-        first = f.readline().lstrip()
-    if first.startswith("{"):
-        return {}, [e for e in _json_lines(path, bad) if isinstance(e, ItemEvent)]
-    return read_titles(path), []
+@dataclass
+class EvalData:
+    """What the harness replays, already read and validated.
+
+    `events`: the stream (user events, possibly item events among them), in time order;
+    `item_events`: the catalog, replayed at their ts along with `events`;
+    `titles`: item_id -> title, for items that no item event introduces;
+    `bad_lines`: what the reader skipped, reported as str(line) in the run details.
+    """
+
+    events: Sequence[AnyEvent]
+    item_events: Sequence[ItemEvent] = ()
+    titles: dict[str, str] = field(default_factory=dict)
+    bad_lines: Sequence[object] = ()
 
 
 # ---- models -------------------------------------------------------------------------------
@@ -104,22 +87,19 @@ class EngineRanker:
         """Items without a title become known through their first event (`observe`)."""
         if item.title:
             self.engine.upsert_item(
-                ItemEvent.model_construct(item_id=item.item_id, title=item.title, ts=item.ts,
-                                          lang=item.lang, description=None, text=item.text,
-                                          deleted=False, categories=[], attributes={}),
+                Item(item_id=item.item_id, title=item.title, ts=item.ts, lang=item.lang,
+                     description=None, text=item.text, deleted=False),
                 vector=item.text_vector)
 
     def remove_item(self, item_id: str) -> None:
         self.engine.delete_item(item_id)
 
     def learn(self, event: Interaction) -> None:
-        common = dict(event_id=event.event_id, user_id=event.user_id, item_id=event.item_id,
-                      ts=event.ts, lang=event.lang)
         if event.kind == "click":
-            ev: UserEvent = ClickEvent.model_construct(**common, context=None)
+            ev: UserEvent = Click(event.event_id, event.user_id, event.item_id, event.ts, event.lang)
         else:
-            ev = ReviewEvent.model_construct(**common, text="", voted_up=event.positive,
-                                             rating=None)
+            ev = Review(event.event_id, event.user_id, event.item_id, event.ts, event.positive,
+                        event.lang, text="")
         self.profiles[event.user_id] = self.engine.observe(
             self.profiles.get(event.user_id), ev, review_vector=event.review_vector)
 
@@ -180,24 +160,21 @@ def _main(counts: Counter) -> str | None:
 
 @dataclass
 class EvalOptions:
-    events: Path
-    items: Path | None
     eval_from: float | None = None
     models: list[str] = field(default_factory=lambda: list(ALL_MODELS))
-    limit: int | None = None
     seed: int = 0
 
 
-def embed_inputs(events: list, item_events: list[ItemEvent], titles: dict[str, str],
-                 encoder: Encoder | None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def embed_inputs(events: Sequence[AnyEvent], item_events: Sequence[ItemEvent], titles: dict[str, str],
+                 encoder: Encoder | None, progress: Callable[[int, int], None] | None = None,
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Vectors of every review (by event_id) and item text (by item_id), computed up front in
     one batched pass: each depends only on its own text, so this leaks nothing."""
     if encoder is None:
         return {}, {}
-    reviews = [e for e in events if isinstance(e, ReviewEvent) and e.text.strip()]
+    reviews = [e for e in events if e.type == "review" and e.text.strip()]
     item_texts = {e.item_id: item_text(e) for e in item_events if not e.deleted}
-    item_ids = {e.item_id for e in events if not isinstance(e, ItemEvent)}
+    item_ids = {e.item_id for e in events if e.type != "item"}
     for item_id in sorted(item_ids):
         if item_id in titles and item_id not in item_texts:
             item_texts[item_id] = titles[item_id]
@@ -212,20 +189,18 @@ def embed_inputs(events: list, item_events: list[ItemEvent], titles: dict[str, s
             done += n
             if progress:
                 progress(done, total)
-        encode = getattr(encoder, "encode")
+        encode: Any = encoder.encode   # a CachedEncoder's encode also reports progress
         vecs = encode(texts, progress=tick) if hasattr(encoder, "lookup") else encode(texts)
     review_vecs = {e.event_id: vecs[i] for i, e in enumerate(reviews)}
     item_vecs = {item_id: vecs[len(reviews) + j] for j, item_id in enumerate(item_texts)}
     return review_vecs, item_vecs
 
 
-def evaluate(options: EvalOptions, encoder: Encoder | None, *,
+def evaluate(data: EvalData, options: EvalOptions, encoder: Encoder | None, *,
              on_progress: Callable[[int, int, float], None] | None = None,
              on_embed: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the prequential evaluation; returns (metrics as in metrics.json, run details)."""
-    bad: list[BadLine] = []
-    titles, item_events = load_items(options.items, bad)
-    events = load_events(options.events, options.limit, bad)
+    titles, item_events, events = data.titles, list(data.item_events), list(data.events)
     started = time.perf_counter()
     review_vecs, item_vecs = embed_inputs(events, item_events, titles, encoder, on_embed)
     embed_seconds = time.perf_counter() - started
@@ -236,8 +211,7 @@ def evaluate(options: EvalOptions, encoder: Encoder | None, *,
     lead = "xlrec" if "xlrec" in models else next(iter(models))
     eval_from = options.eval_from if options.eval_from is not None else float("-inf")
 
-    stream: list[Any] = sorted(item_events + events,
-                               key=lambda e: (e.ts, not isinstance(e, ItemEvent)))
+    stream: list[AnyEvent] = sorted([*item_events, *events], key=lambda e: (e.ts, e.type != "item"))
     known: set[str] = set()
     user_items: dict[str, set[str]] = defaultdict(set)
     user_langs: dict[str, Counter] = defaultdict(Counter)
@@ -248,7 +222,7 @@ def evaluate(options: EvalOptions, encoder: Encoder | None, *,
     replay_started = time.perf_counter()
 
     for event in stream:
-        if isinstance(event, ItemEvent):
+        if event.type == "item":
             for name, model in models.items():
                 t = time.perf_counter()
                 if event.deleted:
@@ -285,8 +259,8 @@ def evaluate(options: EvalOptions, encoder: Encoder | None, *,
                     results[variant].add(variant_recs, item, tags, lang, week)
         interaction = Interaction(
             event.event_id, user, item, event.ts,
-            "review" if isinstance(event, ReviewEvent) else "click",
-            event.positive if isinstance(event, ReviewEvent) else True, event.lang,
+            "review" if event.type == "review" else "click",
+            event.positive if event.type == "review" else True, event.lang,
             review_vecs.get(event.event_id))
         new_item = item not in known
         for name, model in models.items():
@@ -300,7 +274,7 @@ def evaluate(options: EvalOptions, encoder: Encoder | None, *,
         user_items[user].add(item)
         if event.lang:
             user_langs[user][event.lang] += 1
-            if isinstance(event, ReviewEvent):
+            if event.type == "review":
                 item_langs[item][event.lang] += 1
         item_events_n[item] += 1
         if on_progress:
@@ -314,7 +288,7 @@ def evaluate(options: EvalOptions, encoder: Encoder | None, *,
                "seed": options.seed,
                "models": {name: r.to_dict(catalog_size) for name, r in results.items()}}
     details: dict[str, Any] = {
-        "bad_lines": [str(b) for b in bad], "catalog_size": catalog_size,
+        "bad_lines": [str(b) for b in data.bad_lines], "catalog_size": catalog_size,
         "embedding_seconds": round(embed_seconds, 2),
         "replay_seconds": round(time.perf_counter() - replay_started, 2),
         "encoder": getattr(encoder, "name", None),

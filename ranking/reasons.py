@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.contracts.languages import base_language
+from encoders.languages import base_language
 
 LANGUAGE_NAMES = {
     "en": "English", "zh-Hans": "Chinese", "zh-Hant": "Chinese (Traditional)", "zh": "Chinese",

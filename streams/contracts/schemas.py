@@ -15,7 +15,7 @@ import orjson
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
                       ValidationError, model_validator)
 
-from streams.contracts.languages import normalize_language
+from encoders.languages import normalize_language
 
 MAX_ID_CHARS = 128
 MAX_TITLE_CHARS = 1_000
@@ -131,7 +131,7 @@ class ReviewEvent(Event):
     voted_up: bool | None = None
 
     @model_validator(mode="after")
-    def _needs_verdict(self) -> "ReviewEvent":
+    def _needs_verdict(self) -> ReviewEvent:
         if self.rating is None and self.voted_up is None:
             raise ValueError("a review needs 'voted_up' (true/false) or 'rating' (1-5)")
         return self

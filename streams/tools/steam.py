@@ -13,8 +13,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from streams.contracts.languages import STEAM_LANGUAGES
+from encoders.languages import STEAM_LANGUAGES
 from streams.contracts.schemas import ItemEvent, ReviewEvent
 
 csv.field_size_limit(sys.maxsize)
@@ -45,7 +46,8 @@ class BadLine:
         return f"{self.path}:{self.line}: {self.reason}"
 
 
-def _open_text(path: Path):
+def open_text(path: Path) -> TextIO:
+    """A text file, gunzipped when its name ends in .gz (UTF-8, newlines as written)."""
     if str(path).endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
@@ -54,7 +56,7 @@ def _open_text(path: Path):
 def read_titles(path: Path) -> dict[str, str]:
     """`games.tsv`: item_id -> English store title."""
     titles: dict[str, str] = {}
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for row in csv.reader(f, delimiter="\t"):
             if len(row) >= 2 and row[0].strip().isdigit():
                 titles[row[0].strip()] = row[1].strip()
@@ -64,7 +66,7 @@ def read_titles(path: Path) -> dict[str, str]:
 def read_reviews(path: Path, limit: int | None = None,
                  bad: list[BadLine] | None = None) -> Iterator[ReviewEvent]:
     """Review events of a Steam TSV in file (= time) order; malformed lines go to `bad`."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
         if header is None or tuple(header[:7]) != EVENT_COLUMNS:

@@ -12,7 +12,6 @@ import pytest
 from encoders import export as export_mod
 from encoders import factory
 from encoders.onnx_encoder import CPU, EncoderDeviceError, OnnxEncoder, cuda_available, resolve_device
-from streams.contracts.settings import get_settings
 
 
 def test_default_encoder_on_this_machine(model_dir: Path) -> None:
@@ -33,12 +32,15 @@ def test_valid_cache_is_not_exported_again(model_dir: Path, monkeypatch: pytest.
 
 def test_xlrec_device_setting_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XLREC_DEVICE", "cpu")
-    get_settings.cache_clear()
-    try:
-        assert resolve_device() == "cpu"
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+    assert resolve_device() == "cpu"
+
+
+def test_cache_dir_defaults_to_xlrec_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XLREC_CACHE_DIR", str(tmp_path))
+    assert export_mod.models_root() == tmp_path / "models"
+    monkeypatch.delenv("XLREC_CACHE_DIR")
+    assert export_mod.models_root() == Path.home() / ".cache" / "xlrec" / "models"
+    assert export_mod.models_root(tmp_path / "x") == tmp_path / "x" / "models"
 
 
 @pytest.mark.skipif(cuda_available(), reason="this machine has CUDA")

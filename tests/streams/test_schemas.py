@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from streams.contracts.languages import base_language, normalize_language
+from encoders.languages import base_language, normalize_language
 from streams.contracts.schemas import (MAX_ID_CHARS, MAX_TEXT_CHARS, ClickEvent, InvalidEvent, ItemEvent,
                              Recommendation, ReviewEvent, json_schemas, parse_event)
 

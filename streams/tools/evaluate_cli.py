@@ -1,4 +1,5 @@
-"""`xlrec evaluate`: the prequential evaluation from the command line."""
+"""`xlrec evaluate`: the prequential evaluation from the command line. The files are read
+here (streams.tools.event_files); `ranking.evaluate` replays the events it is given."""
 
 from __future__ import annotations
 
@@ -34,15 +35,19 @@ def evaluate(
     from ranking.evaluate import evaluate as run
     from ranking.report import targets, write_outputs
     from streams.contracts.settings import get_settings
+    from streams.tools.event_files import load_eval_data
 
     console = Console(stderr=True)
+    settings = get_settings()
     names = [m.strip() for m in models.split(",") if m.strip()]
     enc = None
     if encoder == "onnx":
         from encoders.factory import load_default_encoder
 
-        enc = CachedEncoder(load_default_encoder(max_tokens=max_tokens),
-                            get_settings().cache_dir / "embeddings")
+        enc = CachedEncoder(load_default_encoder(device=settings.device, max_tokens=max_tokens,
+                                                 threads=settings.encoder_threads,
+                                                 cache_dir=settings.cache_dir),
+                            settings.cache_dir / "embeddings")
     elif encoder != "none":
         raise typer.BadParameter("use onnx or none", param_hint="--encoder")
     if enc is None and "content" in names:
@@ -67,9 +72,9 @@ def evaluate(
                            rate=done / (task.elapsed or 1e-9),
                            info=f"evaluated {evaluated:,}  HR@10 {hr:.4f}")
 
-        options = EvalOptions(events=events, items=items, eval_from=eval_from, models=names,
-                              limit=limit, seed=seed)
-        metrics, details = run(options, enc, on_progress=on_progress, on_embed=on_embed)
+        data = load_eval_data(events, items, limit)
+        options = EvalOptions(eval_from=eval_from, models=names, seed=seed)
+        metrics, details = run(data, options, enc, on_progress=on_progress, on_embed=on_embed)
     command = "xlrec evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_outputs(out, metrics, details, command)
     for b in details["bad_lines"][:20]:

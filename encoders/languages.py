@@ -1,4 +1,4 @@
-"""Language tags: BCP-47 validation and the Steam language names mapped to tags."""
+"""Language tags of the texts: BCP-47 normalisation, the Steam language names mapped to tags, base_language."""
 
 from __future__ import annotations
 
