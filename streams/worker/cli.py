@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -37,8 +37,8 @@ def snapshot_path(data_dir: Path, group_id: str) -> Path:
 
 def worker(
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="debug, info, warning or error"),
-    web_port: Optional[int] = typer.Option(None, "--web-port", help="Overrides XLREC_WEB_PORT"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Overrides XLREC_DATA_DIR"),
+    web_port: int | None = typer.Option(None, "--web-port", help="Overrides XLREC_WEB_PORT"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Overrides XLREC_DATA_DIR"),
 ) -> None:
     """Run a worker: items into Qdrant, profiles into the users table, recommendations out."""
     from streams.sdk.cli import fail

@@ -14,7 +14,7 @@ from faust.types import EventT
 from streams.contracts.schemas import ItemEvent
 from streams.worker import metrics
 from streams.worker.context import WorkerContext
-from streams.worker.messages import decode
+from streams.worker.messages import batches, decode
 
 ITEM_BATCH, ITEM_WITHIN_S = 64, 0.05    # a new item is searchable well within 1 s
 
@@ -24,7 +24,7 @@ class ItemEvents:
         self.ctx = ctx
 
     async def process(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(ITEM_BATCH, within=ITEM_WITHIN_S):
+        async for events in batches(stream, ITEM_BATCH, ITEM_WITHIN_S):
             await self.handle(events)
 
     async def handle(self, events: Sequence[EventT]) -> None:

@@ -1,7 +1,13 @@
-"""Decoding a consumed message into an event: the one check every agent makes first."""
+"""Consumed messages: batches of them from a stream, and decoding one into an event (the
+check every agent makes first)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
+
+import faust
+from faust.types import EventT
 from faust.types.tuples import Message
 
 from streams.contracts.schemas import Event, parse_event
@@ -19,3 +25,9 @@ def decode(kind: str, message: Message) -> Event:
             shown = "no key" if key is None else f"key {key[:64]!r}"
             raise KeyMismatch(f"{kind} must be keyed by user_id; got {shown} for user {user_id!r}")
     return event
+
+
+def batches(stream: faust.StreamT, size: int, within_s: float) -> AsyncIterator[Sequence[EventT]]:
+    """Up to `size` events at a time, or fewer after `within_s`; events keep their message
+    (offset, partition, raw bytes), which the agents need for dedup and dead letters."""
+    return cast(faust.Stream, stream).take_events(size, within=within_s)

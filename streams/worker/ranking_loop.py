@@ -49,7 +49,7 @@ class RankingLoop:
                 wait = ctx.scheduler.seconds_until_next()
                 try:
                     await asyncio.wait_for(ctx.ranking_wanted.wait(), timeout=1.0 if wait is None else wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             try:
@@ -70,26 +70,33 @@ class RankingLoop:
         # regaining the partition), and a ranking labelled with it would look stale.
         triggers = [(r.last_event_id if r else None) or p.trigger_event_id for p, r in zip(due, records)]
         answered: list[Request] = []
-        for request, message in requests:
+        for asked, message_asked in requests:
             try:
-                query = await ctx.runner.embed_query(request.query) if request.query else None
+                query = await ctx.runner.embed_query(asked.query) if asked.query else None
             except Exception as exc:
-                await ctx.dlq.send(message, exc, Reason.ENCODER_ERROR)
+                await ctx.dlq.send(message_asked, exc, Reason.ENCODER_ERROR)
                 continue
-            jobs.append(RankJob(request.user_id, ctx.profile_of(request.user_id), request.k, now,
-                                query_vector=query, lang=request.lang))
-            answered.append((request, message))
+            jobs.append(RankJob(asked.user_id, ctx.profile_of(asked.user_id), asked.k, now,
+                                query_vector=query, lang=asked.lang))
+            answered.append((asked, message_asked))
         results = await ctx.runner.recommend(jobs)
         model_version = ctx.runner.engine.model_version
         for i, (job, result) in enumerate(zip(jobs, results)):
             pending = due[i] if i < len(due) else None
-            request, message = answered[i - len(due)] if pending is None else (None, None)
+            request: RecommendationRequest | None = None
+            message: Message | None = None
+            if pending is None:
+                request, message = answered[i - len(due)]
             if isinstance(result, Exception):
                 await self._failed(job, result, pending, message)
                 continue
             if pending is not None and not ctx.owns(job.user_id):
                 continue  # revoked meanwhile: the new owner ranks the user (rebalance)
-            produced = pending.oldest_produced_ts if pending else (message.timestamp or time.time())  # type: ignore[union-attr]
+            if pending is not None:
+                produced = pending.oldest_produced_ts
+            else:
+                assert message is not None
+                produced = message.timestamp or time.time()
             await self.emit(job.user_id, result, model_version, produced,
                             trigger_event_id=triggers[i] if pending else None,
                             request_id=request.request_id if request else None,

@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 from faust.types.tuples import Message
 
 from ranking.engine import Profile

@@ -20,6 +20,7 @@ import faust
 from faust.types import EventT
 from faust.types.tuples import Message
 
+from ranking.engine import Profile
 from ranking.profile import already_applied as profile_has_event
 from streams.contracts.schemas import ClickEvent, RecommendationRequest, ReviewEvent
 from streams.worker import metrics
@@ -28,7 +29,7 @@ from streams.worker.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogF
 from streams.worker.context import WorkerContext
 from streams.worker.engine_runner import FeedbackJob
 from streams.worker.feedback import ImpressionTracker
-from streams.worker.messages import decode
+from streams.worker.messages import batches, decode
 from streams.worker.review_text_lane import ReviewTextLane
 from streams.worker.user_record import UserRecord
 
@@ -60,7 +61,7 @@ class UserEvents:
 
     async def process(self, stream: faust.StreamT) -> None:
         """The agent: batches of clicks, reviews and requests, one table update at a time."""
-        async for events in stream.take_events(USER_BATCH, within=USER_WITHIN_S):
+        async for events in batches(stream, USER_BATCH, USER_WITHIN_S):
             async with self.ctx.profiles_lock:
                 await self.handle(events)
 
@@ -141,7 +142,7 @@ class UserEvents:
         The buffered writes are first handed to the Kafka client itself, in order: Faust's
         `buffer.flush()` waits for its background sender message by message (a queue
         hand-off, an event and a timeout each), which costs as much as the sends."""
-        buffer = self.ctx.app.producer.buffer
+        buffer: Any = self.ctx.app.producer.buffer   # its pending queue is not in the public type
         while buffer.size:
             await buffer._send_pending(buffer.pending.get_nowait())
         try:
@@ -160,7 +161,7 @@ class UserEvents:
         The batch is not acknowledged meanwhile, so the group's lag shows the stall."""
         backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         while True:
-            profiles = {uid: record.profile for uid, record in records.items() if record}
+            profiles: dict[str, Profile | None] = {uid: record.profile for uid, record in records.items() if record}
             try:
                 results = await self.ctx.runner.observe(events, profiles)
             except Exception as exc:  # the batch's store write failed: no event was kept

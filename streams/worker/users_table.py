@@ -68,7 +68,7 @@ class UsersTable(faust.Table):
         return partition if partition is not None else super().partition_for_key(key)
 
     def record(self, user_id: str) -> UserRecord | None:
-        return self.get(user_id)  # type: ignore[no-any-return]
+        return self.get(user_id)
 
     def put(self, user_id: str, record: UserRecord, partition: int) -> None:
         token = _changelog_partition.set(partition)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any, cast
 
 from confluent_kafka import Consumer, TopicPartition
 from faust.types.tuples import Message
@@ -39,13 +40,13 @@ def read_messages(settings: Settings, topic: str, wanted: Mapping[int, set[int]]
             if msg is None or msg.error():
                 continue
             partition, offset = msg.partition(), msg.offset()
-            offsets = left.get(partition)
-            if offsets is None:
+            if partition is None or offset is None or partition not in left:
                 continue
+            offsets = left[partition]
             if offset in offsets:
                 out.append(Message(topic=topic, partition=partition, offset=offset,
                                    timestamp=msg.timestamp()[1] / 1000.0, timestamp_type=0,
-                                   headers=msg.headers() or [], key=msg.key(), value=msg.value(),
+                                   headers=cast(Any, msg.headers()) or [], key=msg.key(), value=msg.value(),
                                    checksum=None))
             offsets.discard(offset)
             if not offsets or offset >= max(offsets, default=-1):

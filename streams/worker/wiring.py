@@ -8,7 +8,9 @@ emits a `Recommendation` to `xlrec.recommendations`. Invalid messages go to `xlr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import faust
 
@@ -67,11 +69,16 @@ class Worker:
         app.timer(OPTIMIZE_INTERVAL_S)(self.maintenance.optimize_store)
         app.timer(settings.snapshot_interval_s)(self.maintenance.snapshot)
         app.timer(max(1.0, settings.feedback_window_s / 10))(self.expire_impressions)
-        app.on_partitions_revoked.connect(self.rebalance.on_partitions_revoked)
-        app.on_partitions_assigned.connect(self.rebalance.on_partitions_assigned)
-        app.on_rebalance_complete.connect(self.rebalance.on_rebalance_complete)
-        app.on_before_shutdown.connect(self.maintenance.on_shutdown)
+        _connect(app.on_partitions_revoked, self.rebalance.on_partitions_revoked)
+        _connect(app.on_partitions_assigned, self.rebalance.on_partitions_assigned)
+        _connect(app.on_rebalance_complete, self.rebalance.on_rebalance_complete)
+        _connect(app.on_before_shutdown, self.maintenance.on_shutdown)
         web.register(app, self.latest.get, self.ctx.runner.searchable_item)
 
     async def expire_impressions(self) -> None:
         await feedback.expire(self.ctx, self.impressions)
+
+
+def _connect(signal: Any, handler: Callable[..., Awaitable[None]]) -> None:
+    """Connect a handler to a Faust signal (mode's signal type names no argument but the sender)."""
+    signal.connect(handler)
