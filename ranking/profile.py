@@ -43,7 +43,9 @@ def new_profile(user_id: str) -> dict[str, Any]:
 
 def already_applied(profile: Mapping[str, Any] | None, event_id: str) -> bool:
     """True when this event was folded into the profile already (a redelivery)."""
-    return bool(profile) and event_id in profile.get("events", ())
+    if not profile:
+        return False
+    return event_id in profile.get("events", ())
 
 
 def _decayed(vec_b64: str | None, weight: float, dt: float, half_life: float) -> np.ndarray | None:

@@ -128,12 +128,14 @@ class EdgeStore:
 
         if k <= 0 or (langs is not None and not langs):
             return []
-        must = [FieldCondition(LANGS_KEY, match=MatchAny(list(langs)))] if langs is not None else None
-        must_not = [HasIdCondition({point_id(i) for i in exclude})] if exclude else None
+        must: list[Any] | None = [FieldCondition(LANGS_KEY, match=MatchAny(list(langs)))] if langs is not None else None
+        must_not: list[Any] | None = [HasIdCondition({point_id(i) for i in exclude})] if exclude else None
         flt = Filter(must=must, must_not=must_not) if (must or must_not) else None
         found = self._shard.search(SearchRequest(query=Query.Nearest(_as_vector(vector, self.dim)),
                                                  limit=k, filter=flt, with_payload=True))
-        return [Hit(p.payload[ITEM_ID_KEY], float(p.score), dict(p.payload)) for p in found]
+        # with_payload=True: every point has its payload
+        return [Hit(p.payload[ITEM_ID_KEY], float(p.score), dict(p.payload))  # type: ignore[index, arg-type]
+                for p in found]
 
     def count(self) -> int:
         from qdrant_edge import CountRequest

@@ -78,7 +78,8 @@ def report_markdown(metrics: dict[str, Any], details: dict[str, Any], command: s
                   f"| list shown | HR@{K} all | HR@{K} cold_item | coverage@{K} |", "| --- | --- | --- | --- |",
                   f"| by score only | {nd['all'][HR]:.4f} | {nd['cold_item'][HR]:.4f} | {nd[f'coverage@{K}']:.3f} |",
                   f"| + MMR diversity | {ne['all'][HR]:.4f} | {ne['cold_item'][HR]:.4f} | {ne[f'coverage@{K}']:.3f} |",
-                  f"| + MMR + exploration (xlrec) | {x['all'][HR]:.4f} | {x['cold_item'][HR]:.4f} | {x[f'coverage@{K}']:.3f} |"]
+                  f"| + MMR + exploration (xlrec) | {x['all'][HR]:.4f} | {x['cold_item'][HR]:.4f} "
+                  f"| {x[f'coverage@{K}']:.3f} |"]
     langs = _top_languages(models, 12)
     if langs:
         lines += ["", f"## HR@{K} per user language (main language so far)", "",

@@ -56,7 +56,7 @@ class DecayedCounts:
     def _decay(self, now: float) -> np.ndarray:
         """exp(-(now - t0) / tau), reading a `now` before t0 as t0: a streaming worker sees
         event times go back across partitions, and rewinding past t0 overflows exp()."""
-        return np.exp(-max(now - self.t0, 0.0) / self.tau)
+        return np.exp(-max(now - self.t0, 0.0) / self.tau)  # type: ignore[operator]  # callers check t0
 
 
 class CoCounts:

@@ -89,7 +89,7 @@ class LanguageCentering:
                 "counts": self.counts, "total": self.total, "n": self.n}
 
     @classmethod
-    def from_state(cls, state: dict) -> "LanguageCentering":
+    def from_state(cls, state: dict) -> LanguageCentering:
         obj = cls(state["dim"], state["min_count"])
         obj.sums, obj.counts = state["sums"], state["counts"]
         obj.total, obj.n = state["total"], state["n"]

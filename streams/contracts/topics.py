@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -29,8 +30,9 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
     """Fail within `timeout_s` with a clear message when no broker answers, or when it
     refuses the SASL credentials (named by user, never by password)."""
     errors: list[KafkaError] = []
-    admin = AdminClient({**settings.connection().librdkafka(), "socket.connection.setup.timeout.ms": 5000,
-                         "error_cb": errors.append, "logger": _CHECK_LOG})
+    conf: dict[str, Any] = {**settings.connection().librdkafka(), "socket.connection.setup.timeout.ms": 5000,
+                            "error_cb": errors.append, "logger": _CHECK_LOG}
+    admin = AdminClient(conf)
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

@@ -311,8 +311,8 @@ def _format_storage(java: str, lib: Path, data_dir: Path) -> None:
     """Format the KRaft storage once; a formatted data dir keeps its cluster id and topics."""
     if (data_dir / "kraft" / "meta.properties").is_file():
         return
-    cmd = [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", *_log_opts(data_dir), "-cp", f"{lib}/*", "kafka.tools.StorageTool",
-           "format", "-t", new_cluster_id(), "-c", str(data_dir / "server.properties")]
+    cmd = [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", *_log_opts(data_dir), "-cp", f"{lib}/*",
+           "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(data_dir / "server.properties")]
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise BrokerError(f"formatting {data_dir / 'kraft'} failed:\n{done.stdout}{done.stderr}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -24,7 +24,7 @@ EXIT_LAG_EXCEEDED = 2
 
 
 def lag(
-    group: Optional[str] = typer.Option(None, "--group", "-g",
+    group: str | None = typer.Option(None, "--group", "-g",
                                         help="Only this consumer group (default: all xlrec groups)"),
     watch: bool = typer.Option(False, "--watch", "-w", help="Live-updating table until Ctrl-C"),
     interval: float = typer.Option(1.0, "--interval", "-i", min=0.0,
@@ -32,7 +32,7 @@ def lag(
                                         "apart to measure rates (0: one sample, no rates)"),
     as_json: bool = typer.Option(False, "--json", help="JSON array, one object per group and partition "
                                                        "(with --watch: one array per line)"),
-    max_lag: Optional[int] = typer.Option(None, "--max-lag", min=0,
+    max_lag: int | None = typer.Option(None, "--max-lag", min=0,
                                           help="Exit with status 2 when any partition's lag exceeds N "
                                                "(with --watch: highlight those rows)"),
 ) -> None:
@@ -137,11 +137,11 @@ def _eta(eta: float | None, lag: int, rate: float | None) -> str:
 
 def dashboard(
     port: int = typer.Option(8066, "--port", "-p", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one)"),
-    workers: Optional[str] = typer.Option(
+    workers: str | None = typer.Option(
         None, "--workers", envvar="XLREC_WORKERS",
         help="Comma-separated worker metrics endpoints, host:port or URL "
              "(default: the local worker on XLREC_WEB_PORT)"),
-    group: Optional[str] = typer.Option(None, "--group", "-g",
+    group: str | None = typer.Option(None, "--group", "-g",
                                         help="Only this consumer group (default: all xlrec groups)"),
     interval: float = typer.Option(1.0, "--interval", "-i", min=0.2, max=2.0,
                                    help="Seconds between updates of the page"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,7 +22,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def schema(name: Optional[str] = typer.Argument(None, help="One of ItemEvent, ClickEvent, ...")) -> None:
+def schema(name: str | None = typer.Argument(None, help="One of ItemEvent, ClickEvent, ...")) -> None:
     """Print the JSON Schema of every message type (or of one)."""
     import orjson
 
@@ -95,8 +94,8 @@ replay_app = typer.Typer(help="Replay public data sets as live events.", no_args
 def replay_steam(
     events: Path = typer.Option(Path("../shared/data/steam/events-dev.tsv.gz"), help="Steam events TSV"),
     games: Path = typer.Option(Path("../shared/data/steam/games.tsv"), help="games.tsv with titles"),
-    limit: Optional[int] = typer.Option(None, help="Stop after N reviews"),
-    rate: Optional[float] = typer.Option(None, help="Events per second (default: as fast as possible)"),
+    limit: int | None = typer.Option(None, help="Stop after N reviews"),
+    rate: float | None = typer.Option(None, help="Events per second (default: as fast as possible)"),
     live_ts: bool = typer.Option(False, help="Stamp events with the current time instead of the data's"),
 ) -> None:
     """Produce the Steam stream: each game's item event before its first review, then reviews."""
@@ -140,10 +139,10 @@ tail_app = typer.Typer(help="Follow an output topic.", no_args_is_help=True)
 
 @tail_app.command("recommendations")
 def tail_recommendations(
-    user: Optional[str] = typer.Option(None, help="Only this user's recommendations"),
+    user: str | None = typer.Option(None, help="Only this user's recommendations"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest message"),
-    max_messages: Optional[int] = typer.Option(None, "--max", help="Stop after N recommendations"),
-    timeout: Optional[float] = typer.Option(None, help="Stop after S seconds without a message"),
+    max_messages: int | None = typer.Option(None, "--max", help="Stop after N recommendations"),
+    timeout: float | None = typer.Option(None, help="Stop after S seconds without a message"),
 ) -> None:
     """Print recommendations as they arrive, readably."""
     from streams.sdk.consumer import RecommendationConsumer

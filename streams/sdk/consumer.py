@@ -38,14 +38,15 @@ class RecommendationConsumer:
         msg = self._consumer.poll(timeout_s)
         if msg is None:
             return None
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
+        error = msg.error()
+        if error:
+            if error.code() == KafkaError._PARTITION_EOF:
                 return None
-            raise RuntimeError(f"consumer error: {msg.error().str()}")
+            raise RuntimeError(f"consumer error: {error.str()}")
         if self.user_id is not None and (msg.key() or b"").decode("utf-8", "replace") != self.user_id:
             return None
         try:
-            rec = parse_event("recommendations", msg.value())
+            rec = parse_event("recommendations", msg.value())  # type: ignore[arg-type]
         except InvalidEvent:
             self.skipped += 1
             return None
@@ -61,7 +62,7 @@ class RecommendationConsumer:
     def close(self) -> None:
         self._consumer.close()
 
-    def __enter__(self) -> "RecommendationConsumer":
+    def __enter__(self) -> RecommendationConsumer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -55,7 +55,8 @@ class EventProducer:
         topic_kind = TOPIC_OF.get(type(event))
         if topic_kind is None:
             raise InvalidEvent(f"{type(event).__name__} is not an input event")
-        self._produce(self.settings.topic(topic_kind), event.key, event.to_json())
+        key = event.key  # type: ignore[attr-defined]  # every input event (TOPIC_OF) has a key
+        self._produce(self.settings.topic(topic_kind), key, event.to_json())
         return event
 
     def send_raw(self, topic: str, key: bytes | str | None, value: bytes) -> None:
@@ -91,7 +92,7 @@ class EventProducer:
     def close(self) -> None:
         self.flush()
 
-    def __enter__(self) -> "EventProducer":
+    def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.table import Table
@@ -12,7 +12,7 @@ from streams.contracts.schemas import Recommendation
 
 def print_recommendation(console: Console, rec: Recommendation) -> None:
     """One table per recommendation: rank, item, score and the reason a person can read."""
-    created = datetime.fromtimestamp(rec.created_ts, tz=timezone.utc).strftime("%H:%M:%S")
+    created = datetime.fromtimestamp(rec.created_ts, tz=UTC).strftime("%H:%M:%S")
     latency = f", {rec.latency_ms:.0f} ms after the event" if rec.latency_ms is not None else ""
     table = Table(title=f"user {rec.user_id} at {created}{latency} ({rec.model_version})",
                   title_justify="left", show_edge=False, pad_edge=False)

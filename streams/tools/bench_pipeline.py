@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -242,7 +242,8 @@ class RecommendationLog(threading.Thread):
 
         super().__init__(daemon=True)
         topic = settings.topic("recommendations")
-        self.consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"bench-recs-{uuid.uuid4().hex[:8]}",
+        self.consumer = Consumer({**settings.connection().librdkafka(),
+                                  "group.id": f"bench-recs-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False})
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
@@ -558,13 +559,13 @@ def bench_pipeline(
     events: int = typer.Option(50_000, "--events", min=10, help="Events replayed as the backlog (Steam "
                                "reviews, or generated ones without the Steam data)"),
     rates: str = typer.Option("200,1000", "--rates", help="Fixed input rates (events/s) for freshness"),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Use this broker instead of starting one"),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", help="Use this broker instead of starting one"),
     partitions: int = typer.Option(8, "--partitions", min=1, help="Partitions of the benchmark's topics"),
     workers: int = typer.Option(1, "--workers", min=1, help="Workers in the consumer group"),
     rate_seconds: float = typer.Option(20.0, "--rate-seconds", min=1.0, help="Length of each fixed-rate phase"),
     phase_timeout: float = typer.Option(900.0, "--phase-timeout", help="Give up a full-speed phase after this "
                                         "many seconds and report the rate so far"),
-    rank_interval: Optional[float] = typer.Option(None, "--rank-interval", help="The workers' "
+    rank_interval: float | None = typer.Option(None, "--rank-interval", help="The workers' "
                                                   "XLREC_RANK_INTERVAL_S (default: the settings')"),
 ) -> None:
     """Throughput and freshness of the pipeline next to the raw Kafka consume-produce limit."""
