@@ -45,7 +45,7 @@ SNAPSHOT_VERSION = 2   # 2: the scorer keeps the pairs of its unfinished mini-ba
 MAX_REVIEW_CHARS = 2_000   # enough for the encoder's token budget; bounds tokenizer work
 
 
-class Recommended(NamedTuple):
+class RankedItem(NamedTuple):
     """One recommended item, in the shape of the wire contract's `RecommendedItem`."""
 
     item_id: str
@@ -59,7 +59,7 @@ class Recommended(NamedTuple):
 class Ranking:
     """One ranking and the lists before diversity and exploration (for ablations)."""
 
-    items: list[Recommended]          # what is shown: scored, diversified, explored
+    items: list[RankedItem]          # what is shown: scored, diversified, explored
     by_score: list[str]               # top-k by score alone
     diversified: list[str]            # after MMR, before exploration
 
@@ -162,7 +162,7 @@ class Recommender:
         the caller folds in with `add_review_text` once embedded. With `learn=False` the ranker
         does not train on the event (everything else does): the worker's load shedding.
         """
-        if profiles.already_applied(profile, event.event_id):
+        if profiles.has_event(profile, event.event_id):
             return dict(profile)  # type: ignore[arg-type]
         review = event if event.type == "review" else None
         is_review = review is not None
@@ -222,7 +222,7 @@ class Recommender:
     # ---- ranking (ranking agent, requests) ----------------------------------------------
     def recommend(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,
                   query_vector: np.ndarray | None = None, lang: str | None = None,
-                  exclude: Collection[str] = ()) -> list[Recommended]:
+                  exclude: Collection[str] = ()) -> list[RankedItem]:
         """Top-k items for a user at time `now`, best first, each with a readable reason.
 
         Items in the profile's history and in `exclude` are never returned. `query_vector`
@@ -446,9 +446,9 @@ class Recommender:
         x = signals.matrix(np.asarray([row, *negatives], np.int64))
         self.scorer.learn(x[0], x[1:], self.rng)
 
-    def _item(self, row: int, score: float, group: str, ctx: UserContext) -> Recommended:
+    def _item(self, row: int, score: float, group: str, ctx: UserContext) -> RankedItem:
         c = self.catalog
-        return Recommended(c.index.ids[row], score, self._reason(row, group, ctx), c.titles[row],
+        return RankedItem(c.index.ids[row], score, self._reason(row, group, ctx), c.titles[row],
                            c.main_lang(row))
 
     def _reason(self, row: int, group: str, ctx: UserContext) -> str:

@@ -41,7 +41,7 @@ def new_profile(user_id: str) -> dict[str, Any]:
             "own": None, "own_w": 0.0, "read": {}, "written": {}, "recent": [], "events": []}
 
 
-def already_applied(profile: Mapping[str, Any] | None, event_id: str) -> bool:
+def has_event(profile: Mapping[str, Any] | None, event_id: str) -> bool:
     """True when this event was folded into the profile already (a redelivery)."""
     if not profile:
         return False
@@ -63,7 +63,7 @@ def apply_event(profile: Mapping[str, Any] | None, *, user_id: str, event_id: st
     `item_vector` is the item's (language-neutral) vector, `review_vector` the vector of the
     user's own review text; either may be None. The input is never mutated.
     """
-    if already_applied(profile, event_id):
+    if has_event(profile, event_id):
         return _copy(profile)  # type: ignore[arg-type]
     p = _copy(profile) if profile else new_profile(user_id)
     dt = ts - p["last_ts"] if p["last_ts"] is not None else 0.0

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from encoders.base import Encoder
-from ranking.engine import Profile, Recommended, item_text
+from ranking.engine import Profile, RankedItem, item_text
 from ranking.store import VectorStore
 from streams.worker import metrics
 from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
@@ -78,7 +78,7 @@ class Engine(Protocol):
     def embed_query(self, text: str) -> np.ndarray: ...
 
     def recommend(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,
-                  query_vector: np.ndarray | None = None, lang: str | None = None) -> list[Recommended]:
+                  query_vector: np.ndarray | None = None, lang: str | None = None) -> list[RankedItem]:
         """At most k items for the user, best first, each with a readable reason."""
         ...
 
@@ -212,12 +212,12 @@ class EngineRunner:
     async def embed_query(self, text: str) -> np.ndarray:
         return await self._run(self._encoder, self.engine.embed_query, text)
 
-    async def recommend(self, jobs: Sequence[RankJob]) -> list[list[Recommended] | Exception]:
+    async def recommend(self, jobs: Sequence[RankJob]) -> list[list[RankedItem] | Exception]:
         """Rank several users in one hop to the engine thread."""
         return await self._run(self._engine_thread, self._recommend_all, list(jobs))
 
-    def _recommend_all(self, jobs: list[RankJob]) -> list[list[Recommended] | Exception]:
-        out: list[list[Recommended] | Exception] = []
+    def _recommend_all(self, jobs: list[RankJob]) -> list[list[RankedItem] | Exception]:
+        out: list[list[RankedItem] | Exception] = []
         for job in jobs:
             start = time.perf_counter()
             try:

@@ -10,7 +10,7 @@ from collections import deque
 
 from faust.types.tuples import Message
 
-from ranking.engine import Recommended
+from ranking.engine import RankedItem
 from streams.contracts.schemas import Recommendation, RecommendationRequest, RecommendedItem
 from streams.worker import metrics
 from streams.worker.catalog_feed import BACKOFF_START_S
@@ -53,12 +53,12 @@ class RankingLoop:
                     pass
                 continue
             try:
-                await self.rank(due, requests)
+                await self.rank_batch(due, requests)
             except Exception:  # never let one bad batch stop ranking for everyone
                 log.exception("ranking batch failed")
                 metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc(len(due) + len(requests))
 
-    async def rank(self, due: list[PendingRank], requests: list[Request]) -> None:
+    async def rank_batch(self, due: list[PendingRank], requests: list[Request]) -> None:
         """Compute and emit one batch of rankings (coalesced users first, then requests)."""
         ctx = self.ctx
         now = ctx.now()
@@ -115,7 +115,7 @@ class RankingLoop:
             log.error("ranking user %s failed: %r", job.user_id, error)
             metrics.DEAD_LETTERS.labels(reason=Reason.RANKING_ERROR).inc()
 
-    async def emit(self, user_id: str, items: list[Recommended], model_version: str,
+    async def emit(self, user_id: str, items: list[RankedItem], model_version: str,
                    produced_ts: float, *, trigger_event_id: str | None,
                    request_id: str | None, refresh: bool = False) -> Recommendation:
         """Send one Recommendation keyed by user_id, remember it for HTTP and feedback."""

@@ -21,7 +21,7 @@ from faust.types import EventT
 from faust.types.tuples import Message
 
 from ranking.engine import Profile
-from ranking.profile import already_applied as profile_has_event
+from ranking.profile import has_event
 from streams.contracts.schemas import ClickEvent, RecommendationRequest, ReviewEvent
 from streams.worker import metrics
 from streams.worker.backoff import Backoff
@@ -112,7 +112,7 @@ class UserEvents:
                 continue
             old = records.get(event.user_id)
             text_waits = isinstance(event, ReviewEvent) and bool(event.text.strip()) and \
-                not profile_has_event(old.profile if old else None, event.event_id)
+                not has_event(old.profile if old else None, event.event_id)
             if text_waits:
                 texts.append((event, message))  # type: ignore[arg-type]
             records[event.user_id] = (old or UserRecord(result)).after_event(

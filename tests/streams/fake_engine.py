@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from encoders.base import Encoder
-from ranking.engine import Profile, Recommended
+from ranking.engine import Profile, RankedItem
 from ranking.memory_store import MemoryStore
 from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
 
@@ -141,9 +141,9 @@ class FakeEngine:
         return np.full(DIM, 0.5, dtype=np.float32)
 
     def recommend(self, user_id: str, profile: Profile | None, k: int = 10, *, now: float,
-                  query_vector: np.ndarray | None = None, lang: str | None = None) -> list[Recommended]:
+                  query_vector: np.ndarray | None = None, lang: str | None = None) -> list[RankedItem]:
         self.ranked.append((user_id, profile))
-        return [Recommended(item.item_id, self.score(rank), "new in the catalog", item.title, item.lang)
+        return [RankedItem(item.item_id, self.score(rank), "new in the catalog", item.title, item.lang)
                 for rank, item in enumerate(list(self.catalog.values())[:k])]
 
     # ---- maintenance --------------------------------------------------------------------

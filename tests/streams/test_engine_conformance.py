@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranking.engine import Recommended, Recommender
+from ranking.engine import RankedItem, Recommender
 from ranking.memory_store import MemoryStore
 from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
 from streams.worker.engine_runner import Engine
@@ -59,10 +59,10 @@ def review(n: int, user: str = "u1", item: str = "s-de", text: str = "space ship
                        lang="de", voted_up=True)
 
 
-def check_ranking(items: list[Recommended], k: int) -> None:
+def check_ranking(items: list[RankedItem], k: int) -> None:
     assert 0 < len(items) <= k   # the catalog has items for anyone
     for item in items:
-        assert isinstance(item, Recommended)
+        assert isinstance(item, RankedItem)
         assert math.isfinite(item.score), item
         assert item.item_id in ITEM_IDS, item
         assert isinstance(item.reason, str) and item.reason.strip(), item

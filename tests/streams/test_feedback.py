@@ -30,7 +30,7 @@ def worker(engine: FakeEngine, tmp_path: Path) -> Iterator[Worker]:
 
 async def test_clicks_on_recommendations_are_feedback(worker: Worker, engine: FakeEngine) -> None:
     await worker.user_events.handle([consumed("t.clicks", click("e1"), "u1", 0)])
-    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    await worker.ranking.rank_batch(worker.ctx.scheduler.due(10), [])
     rec_id = orjson.loads(worker.latest.get("u1"))["recommendation_id"]  # type: ignore[arg-type]
     await worker.user_events.handle([consumed("t.clicks", click("e2", item="item1", context={
         "recommendation_id": rec_id, "position": 1}), "u1", 1)])

@@ -31,7 +31,7 @@ def worker(engine: FakeEngine, tmp_path: Path) -> Iterator[Worker]:
 async def test_rankings_are_coalesced_per_user(worker: Worker, engine: FakeEngine) -> None:
     scheduler = worker.ctx.scheduler
     await worker.user_events.handle([consumed("t.clicks", click(f"e{i}"), "u1", i) for i in range(5)])
-    await worker.ranking.rank(scheduler.due(10), [])
+    await worker.ranking.rank_batch(scheduler.due(10), [])
     await worker.user_events.handle([consumed("t.clicks", click("e9"), "u1", 9),
                                      consumed("t.clicks", click("f1", user="u2"), "u2", 10)])
     # Busy (two users for one slot): u1 was ranked less than rank_interval_s ago.
@@ -53,7 +53,7 @@ async def test_a_ranking_names_the_last_event_of_the_profile_it_ranked(worker: W
     await worker.user_events.handle(events[:1])          # a replay of e0: already applied
     (pending,) = worker.ctx.scheduler.due(10)
     assert pending.trigger_event_id == "e0"
-    await worker.ranking.rank([pending], [])
+    await worker.ranking.rank_batch([pending], [])
     (rec,) = recommendations(worker)
     assert rec["trigger_event_id"] == "e2"
 
@@ -76,7 +76,7 @@ async def test_requests_are_answered_with_their_request_id(worker: Worker, engin
                "query": "전략 게임", "ts": NOW}
     await worker.user_events.handle([consumed("t.requests", request, "u7", 0)])
     assert len(worker.ranking.requests) == 1 and len(worker.ctx.scheduler) == 0
-    await worker.ranking.rank([], [worker.ranking.requests.popleft()])
+    await worker.ranking.rank_batch([], [worker.ranking.requests.popleft()])
     (rec,) = recommendations(worker)
     assert rec["request_id"] == "rq1" and rec["user_id"] == "u7" and len(rec["items"]) == 2
     assert engine.ranked == [("u7", None)]

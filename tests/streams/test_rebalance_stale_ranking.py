@@ -60,7 +60,7 @@ async def test_rankings_of_revoked_partitions_are_not_sent(worker: Worker) -> No
     worker.ctx.scheduler.due(10)    # the re-ranking after recovery: nobody is known yet
     await worker.user_events.handle([click("kept", 1), click("moved", 2)])
     await worker.rebalance.on_partitions_revoked(None, {TP("t.clicks", 2), TP("t.reviews", 2)})  # to another worker
-    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    await worker.ranking.rank_batch(worker.ctx.scheduler.due(10), [])
     assert sent_to(worker) == ["kept"]
 
 
@@ -71,8 +71,8 @@ async def test_a_newly_assigned_partition_is_ranked_once_its_table_is_recovered(
     await recovered(worker, user_tps(1))
     await worker.user_events.handle([click("old", 2)])   # e.g. applied when it last held 2
     await worker.rebalance.on_partitions_assigned(None, user_tps(1, 2))
-    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    await worker.ranking.rank_batch(worker.ctx.scheduler.due(10), [])
     assert sent_to(worker) == []          # partition 2's table is not recovered yet
     await recovered(worker, user_tps(1, 2))
-    await worker.ranking.rank(worker.ctx.scheduler.due(10), [])
+    await worker.ranking.rank_batch(worker.ctx.scheduler.due(10), [])
     assert sent_to(worker) == ["old"]     # re-ranked from the recovered table
