@@ -29,18 +29,25 @@ pytestmark = pytest.mark.integration
 FRESH_S = 5.0            # a recommendation must follow its triggering event within this
 
 SPACE = {  # theme: space strategy
-    "space-de-1": ("de", "Galaktisches Imperium", "Ein Strategiespiel im Weltraum: befehlige Raumflotten und erobere Planeten."),
-    "space-de-2": ("de", "Sternenkrieg Taktik", "Rundenbasierte Weltraumstrategie mit Raumschiffen, Flotten und Sternensystemen."),
-    "space-en": ("en", "Star Fleet Commander", "A space strategy game: command starship fleets and conquer planets across the galaxy."),
-    "space-fr": ("fr", "Conquête Stellaire", "Jeu de stratégie spatiale : commandez des flottes de vaisseaux et conquérez des planètes."),
-    "space-es": ("es", "Imperio Estelar", "Juego de estrategia espacial: dirige flotas de naves y conquista planetas de la galaxia."),
+    "space-de-1": ("de", "Galaktisches Imperium",
+        "Ein Strategiespiel im Weltraum: befehlige Raumflotten und erobere Planeten."),
+    "space-de-2": ("de", "Sternenkrieg Taktik",
+        "Rundenbasierte Weltraumstrategie mit Raumschiffen, Flotten und Sternensystemen."),
+    "space-en": ("en", "Star Fleet Commander",
+        "A space strategy game: command starship fleets and conquer planets across the galaxy."),
+    "space-fr": ("fr", "Conquête Stellaire",
+        "Jeu de stratégie spatiale : commandez des flottes de vaisseaux et conquérez des planètes."),
+    "space-es": ("es", "Imperio Estelar",
+        "Juego de estrategia espacial: dirige flotas de naves y conquista planetas de la galaxia."),
     "space-ko": ("ko", "은하 제국", "우주 함대를 지휘하고 은하의 행성을 정복하는 우주 전략 게임."),
     "space-ja": ("ja", "銀河艦隊", "宇宙艦隊を指揮して銀河の惑星を征服する宇宙戦略ゲーム。"),
 }
 OTHER = {  # unrelated themes: baking, football, gardening
     "bake-de": ("de", "Backstube", "Ein gemütliches Kochspiel: backe Brot, Kuchen und Brötchen nach alten Rezepten."),
-    "bake-en": ("en", "Little Bakery", "A cozy cooking game about baking bread, cakes and pastries from family recipes."),
-    "bake-fr": ("fr", "Pâtisserie Douce", "Un jeu de cuisine relaxant : préparez des gâteaux, du pain et des croissants."),
+    "bake-en": ("en", "Little Bakery",
+        "A cozy cooking game about baking bread, cakes and pastries from family recipes."),
+    "bake-fr": ("fr", "Pâtisserie Douce",
+        "Un jeu de cuisine relaxant : préparez des gâteaux, du pain et des croissants."),
     "bake-ko": ("ko", "행복한 빵집", "빵과 케이크를 굽는 아늑한 요리 게임."),
     "ball-en": ("en", "Football Manager Pro", "Manage your soccer club: transfers, tactics and league matches."),
     "ball-es": ("es", "Fútbol Total", "Dirige tu club de fútbol: fichajes, tácticas y partidos de liga."),
