@@ -65,7 +65,7 @@ class Msg:
 def stream_messages(n: int, extra: int, steam_dir: Path | None = None) -> tuple[str, list[Msg], list[Msg]]:
     """Where the events come from, the first n events (items included) as the backlog, and up to
     `extra` more: the Steam stream when its data is there, else a generated one."""
-    from streams.contracts.schemas import ClickEvent, ItemEvent
+    from streams.contracts.schemas import ClickEvent, ItemEvent, ReviewEvent
     from streams.tools.generated import realistic_events
 
     source, events = realistic_events(n + extra, steam_dir=steam_dir)
@@ -74,6 +74,7 @@ def stream_messages(n: int, extra: int, steam_dir: Path | None = None) -> tuple[
         if isinstance(event, ItemEvent):
             out.append(Msg("items", event.key.encode(), event.to_json(), None))
         else:
+            assert isinstance(event, (ClickEvent, ReviewEvent))
             out.append(Msg("clicks" if isinstance(event, ClickEvent) else "reviews", event.key.encode(),
                            event.to_json(), (event.user_id, event.event_id)))
         if len(out) >= n + extra:
@@ -166,7 +167,7 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
         if reached and (not tail or tail_last is None or (
                 sample["xlrec_rankings_pending"] == 0 and now - tail_last[0] >= TAIL_STILL_S)):
             break
-        if any(w.proc.poll() is not None for w in workers):
+        if any(w.proc is None or w.proc.poll() is not None for w in workers):
             raise RuntimeError(f"a worker exited; see {workers[0].log}")
         time.sleep(POLL_S)
     if last is not None and first is not None and last[0] <= first[0]:
@@ -256,9 +257,10 @@ class RecommendationLog(threading.Thread):
 
         while not self.stopped.is_set():
             for msg in self.consumer.consume(500, 0.2):
-                if msg.error():
+                value = msg.value()
+                if msg.error() or value is None:
                     continue
-                rec = orjson.loads(msg.value())
+                rec = orjson.loads(value)
                 with self.lock:
                     self.recs.append((rec["user_id"], rec.get("trigger_event_id"), rec["created_ts"]))
         self.consumer.close()
@@ -402,15 +404,16 @@ def bytes_per_user(settings: Any, group_id: str) -> dict[str, float]:
         deadline = time.monotonic() + 60
         while len(eof) < len(meta.partitions) and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 1.0):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        eof.add(msg.partition())
+                error, partition, value = msg.error(), msg.partition(), msg.value()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                        eof.add(partition)
                     continue
                 key = msg.key() or b""
-                if msg.value() is None:
+                if value is None:
                     sizes.pop(key, None)
                 else:
-                    sizes[key] = len(key) + len(msg.value())
+                    sizes[key] = len(key) + len(value)
     finally:
         consumer.close()
     if not sizes:
@@ -456,8 +459,9 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
     started_broker = bootstrap is None
     if started_broker:
         bootstrap = broker.start(port=0, data_dir=workdir / "kafka").bootstrap
+    assert bootstrap is not None
     run_id = uuid.uuid4().hex[:8]
-    overrides = {"bootstrap": bootstrap, "partitions": partitions, "topic_prefix": f"bench{run_id}."}
+    overrides: dict[str, Any] = {"bootstrap": bootstrap, "partitions": partitions, "topic_prefix": f"bench{run_id}."}
     if rank_interval_s is not None:
         overrides["rank_interval_s"] = rank_interval_s
     settings = Settings(**{**get_settings().model_dump(), **overrides})

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 from streams.contracts.settings import Settings
 from streams.ops.broker import free_port
@@ -70,7 +71,7 @@ class WorkerProcess:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel],

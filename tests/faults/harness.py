@@ -279,7 +279,7 @@ def compare_tables(table: dict[str, UserRecord], reference: dict[str, UserRecord
                       "own_text_vector_on_one_side": own_one_side}
 
 
-def check_against_reference(figures: Figures, table: dict[str, UserRecord], stream: "Stream",
+def check_against_reference(figures: Figures, table: dict[str, UserRecord], stream: Stream,
                             reference: dict[str, UserRecord], stale: list[str] | None = None) -> None:
     """Count, print and assert the figures of a run that must equal the uninterrupted reference:
     nothing lost or applied twice, the same decisions per user, and (when given) no user whose

@@ -44,21 +44,26 @@ def poison_kinds(now: float) -> list[tuple[str, str, Any, bytes, str]]:
         ("JSON array", "clicks", b"poison-user", b"[1, 2, 3]", Reason.INVALID_JSON),
         ("deep nesting", "clicks", b"poison-user", b"[" * 100_000, Reason.INVALID_JSON),
         ("invalid UTF-8", "clicks", b"poison-user", raw.replace(b"p-x", b"p-\xff\xfe"), Reason.INVALID_JSON),
-        ("wrong types", "clicks", b"poison-user", orjson.dumps({**good, "ts": "yesterday", "item_id": 5}), Reason.SCHEMA),
-        ("missing field", "reviews", b"poison-user", orjson.dumps({"type": "review", "event_id": "r", "user_id": "poison-user",
-                                                                  "item_id": "i", "ts": now}), Reason.SCHEMA),
+        ("wrong types", "clicks", b"poison-user",
+         orjson.dumps({**good, "ts": "yesterday", "item_id": 5}), Reason.SCHEMA),
+        ("missing field", "reviews", b"poison-user",
+         orjson.dumps({"type": "review", "event_id": "r", "user_id": "poison-user", "item_id": "i", "ts": now}),
+         Reason.SCHEMA),
         ("unknown event type", "clicks", b"poison-user", orjson.dumps({**good, "type": "purchase"}), Reason.SCHEMA),
         ("unknown field", "clicks", b"poison-user", orjson.dumps({**good, "price": 3}), Reason.SCHEMA),
         ("control characters in id", "clicks", b"poison\x00user",
          orjson.dumps({**good, "user_id": "poison\x00user", "event_id": "p\x07x"}), Reason.SCHEMA),
-        ("timestamp far in the future", "clicks", b"poison-user", orjson.dumps({**good, "ts": now + 10 * 365 * 86400}), Reason.SCHEMA),
-        ("timestamp in milliseconds", "clicks", b"poison-user", orjson.dumps({**good, "ts": now * 1000}), Reason.SCHEMA),
+        ("timestamp far in the future", "clicks", b"poison-user",
+         orjson.dumps({**good, "ts": now + 10 * 365 * 86400}), Reason.SCHEMA),
+        ("timestamp in milliseconds", "clicks", b"poison-user",
+         orjson.dumps({**good, "ts": now * 1000}), Reason.SCHEMA),
         ("id too long", "clicks", b"poison-user", orjson.dumps({**good, "event_id": "e" * 10_000}), Reason.SCHEMA),
         ("null key", "clicks", None, raw, Reason.KEY_MISMATCH),
         ("key of another user", "clicks", b"someone-else", raw, Reason.KEY_MISMATCH),
         ("item without title", "items", b"g1", orjson.dumps({"item_id": "g1", "ts": now}), Reason.SCHEMA),
         ("request for 10,000 items", "requests", b"poison-user",
-         orjson.dumps({"type": "request", "request_id": "r", "user_id": "poison-user", "k": 10_000, "ts": now}), Reason.SCHEMA),
+         orjson.dumps({"type": "request", "request_id": "r", "user_id": "poison-user", "k": 10_000, "ts": now}),
+         Reason.SCHEMA),
     ]
 
 
@@ -89,8 +94,9 @@ def test_poison_is_dead_lettered_with_its_reason_and_valid_events_are_applied(
             for i in range(POISON_MESSAGES):
                 kind, topic_kind, key, value, reason = kinds[i % len(kinds)]
                 topic = settings.topic(topic_kind)
-                producer._producer.produce(topic, value=value, key=key, on_delivery=lambda err, msg, k=kind, r=reason:
-                                           expected_reason.__setitem__((msg.topic(), msg.partition(), msg.offset()), (k, r)))
+                producer._producer.produce(
+                    topic, value=value, key=key, on_delivery=lambda err, msg, k=kind, r=reason:
+                    expected_reason.__setitem__((msg.topic(), msg.partition(), msg.offset()), (k, r)))
                 user = f"valid-{i % 50}"
                 event_id = f"v{i}"
                 producer.send(ClickEvent(event_id=event_id, user_id=user, item_id=f"item-{i % 30}", ts=now))
