@@ -92,8 +92,9 @@ replay_app = typer.Typer(help="Replay public data sets as live events.", no_args
 
 @replay_app.command("steam")
 def replay_steam(
-    events: Path = typer.Option(Path("../shared/data/steam/events-dev.tsv.gz"), help="Steam events TSV"),
-    games: Path = typer.Option(Path("../shared/data/steam/games.tsv"), help="games.tsv with titles"),
+    events: Path | None = typer.Option(None, help="Steam events TSV (default: events-dev.tsv.gz in "
+                                       "$XLREC_STEAM_DIR, else ../shared/data/steam/ beside the repository)"),
+    games: Path | None = typer.Option(None, help="games.tsv with titles (default: beside the events)"),
     limit: int | None = typer.Option(None, help="Stop after N reviews"),
     rate: float | None = typer.Option(None, help="Events per second (default: as fast as possible)"),
     live_ts: bool = typer.Option(False, help="Stamp events with the current time instead of the data's"),
@@ -101,11 +102,14 @@ def replay_steam(
     """Produce the Steam stream: each game's item event before its first review, then reviews."""
     from rich.progress import Progress
 
-    from streams.sdk.producer import DeliveryError, EventProducer
-    from streams.tools.steam import BadLine, replay_events
     from streams.contracts.topics import BrokerUnavailable
+    from streams.sdk.producer import DeliveryError, EventProducer
+    from streams.tools.steam import DEFAULT_STEAM_DIR, BadLine, replay_events
+
+    events = events or DEFAULT_STEAM_DIR / "events-dev.tsv.gz"
+    games = games or events.with_name("games.tsv")
     if not events.is_file():
-        fail(f"no such file: {events} (the Steam data lives in ../shared/data/steam/)")
+        fail(f"no such file: {events} (the Steam data lives in ../shared/data/steam/ or $XLREC_STEAM_DIR)")
     bad: list[BadLine] = []
     counts = {"items": 0, "reviews": 0}
     started = time.monotonic()
