@@ -3,29 +3,16 @@ positive, an impression never clicked within the window gives negatives."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.wiring import Worker
-from tests.streams.fake_engine import FakeEngine, catalog
-from tests.streams.fake_worker import click, consumed, fake_worker
+from tests.streams.fake_engine import FakeEngine
+from tests.streams.fake_worker import click, consumed
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(items=catalog(10))
-
-
-@pytest.fixture
-def worker(engine: FakeEngine, tmp_path: Path) -> Iterator[Worker]:
-    with fake_worker(engine, tmp_path, rank_interval_s=1.0, top_k=3, feedback_window_s=60.0) as w:
-        yield w
 
 
 async def test_clicks_on_recommendations_are_feedback(worker: Worker, engine: FakeEngine) -> None:

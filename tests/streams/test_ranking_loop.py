@@ -4,28 +4,15 @@ last event of the profile ranked, emitted after events, and requests answered wi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 
 from streams.worker.wiring import Worker
-from tests.streams.fake_engine import FakeEngine, catalog
-from tests.streams.fake_worker import NOW, click, consumed, fake_worker, recommendations
+from tests.streams.fake_engine import FakeEngine
+from tests.streams.fake_worker import NOW, click, consumed, recommendations
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(items=catalog(10))
-
-
-@pytest.fixture
-def worker(engine: FakeEngine, tmp_path: Path) -> Iterator[Worker]:
-    with fake_worker(engine, tmp_path, rank_interval_s=1.0, top_k=3, feedback_window_s=60.0) as w:
-        yield w
 
 
 async def test_rankings_are_coalesced_per_user(worker: Worker, engine: FakeEngine) -> None:

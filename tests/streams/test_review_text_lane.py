@@ -5,8 +5,6 @@ once; texts of revoked partitions are dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
@@ -17,21 +15,10 @@ from streams.contracts.settings import Settings
 from streams.worker.review_text_lane import to_read
 from streams.worker.user_record import UserRecord
 from streams.worker.wiring import Worker
-from tests.streams.fake_engine import FakeEngine, catalog
-from tests.streams.fake_worker import click, consumed, fake_worker, review
+from tests.streams.fake_engine import FakeEngine
+from tests.streams.fake_worker import click, consumed, review
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(items=catalog(10))
-
-
-@pytest.fixture
-def worker(engine: FakeEngine, tmp_path: Path) -> Iterator[Worker]:
-    with fake_worker(engine, tmp_path, rank_interval_s=1.0, top_k=3, feedback_window_s=60.0) as w:
-        yield w
 
 
 def record(worker: Worker, user_id: str) -> UserRecord:

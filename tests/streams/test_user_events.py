@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,21 +19,10 @@ from streams.worker.engine_runner import LEARN_PER_BATCH
 from streams.worker.user_record import RECORD_VERSION, UserRecord
 from streams.worker.users_table import RECORD_CODEC
 from streams.worker.wiring import Worker
-from tests.streams.fake_engine import FakeEngine, catalog
-from tests.streams.fake_worker import click, consumed, fake_worker, put, review, sent
+from tests.streams.fake_engine import FakeEngine
+from tests.streams.fake_worker import click, consumed, put, review, sent
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(items=catalog(10))
-
-
-@pytest.fixture
-def worker(engine: FakeEngine, tmp_path: Path) -> Iterator[Worker]:
-    with fake_worker(engine, tmp_path, rank_interval_s=1.0, top_k=3, feedback_window_s=60.0) as w:
-        yield w
 
 
 @pytest.fixture
