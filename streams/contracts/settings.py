@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,10 +68,6 @@ class Settings(BaseSettings):
     def connection(self) -> ConnectionConfig:
         """Bootstrap servers and security, rendered per Kafka client library."""
         return ConnectionConfig.from_settings(self)
-
-    def kafka_config(self) -> dict[str, Any]:
-        """Kept for callers not yet moved: `self.connection().librdkafka()`."""
-        return self.connection().librdkafka()
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ def read_messages(settings: Settings, topic: str, wanted: Mapping[int, set[int]]
                   timeout: float = READ_TIMEOUT_S) -> list[Message]:
     """The messages at these offsets, read with a group-less consumer (blocking: run it in a
     thread). Offsets not in the topic (deleted by retention) are not returned."""
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"xlrec-texts-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"xlrec-texts-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "fetch.message.max.bytes": 20 * 1024 * 1024})
     out: list[Message] = []

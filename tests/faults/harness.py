@@ -111,7 +111,7 @@ def produce(settings: Settings, events: Any) -> int:
 
 # ---- offsets, topics, the users table ------------------------------------------------------
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    probe = Consumer({**settings.kafka_config(), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
+    probe = Consumer({**settings.connection().librdkafka(), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
     try:
         meta = probe.list_topics(topic, timeout=10).topics[topic]
         return {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -156,7 +156,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[An
     ends = end_offsets(settings, topic)
     if not any(ends.values()):
         return []
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"read-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**settings.connection().librdkafka(), "group.id": f"read-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "fetch.message.max.bytes": 20 * 1024 * 1024})
     consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])

@@ -35,7 +35,6 @@ def test_from_settings_copies_bootstrap_and_security() -> None:
     assert (conn.bootstrap, conn.security_protocol, conn.sasl_mechanism, conn.sasl_username) == \
         ("a:9092,b:9093", "SASL_SSL", "SCRAM-SHA-512", "app")
     assert conn.password() == PASSWORD and conn.ssl_cafile == CA_FILE
-    assert s.kafka_config() == conn.librdkafka()   # the delegate kept for older callers
     with pytest.raises(AttributeError):
         conn.bootstrap = "elsewhere"  # type: ignore[misc]
 
