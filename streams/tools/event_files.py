@@ -48,9 +48,11 @@ def load_events(path: Path, limit: int | None, bad: list[BadLine]) -> list[ItemE
         events: list[Any] = list(read_reviews(path, limit=limit, bad=bad))
     else:
         events = []
+        user_events = 0
         for e in read_json_lines(path, bad):
             events.append(e)
-            if limit is not None and sum(not isinstance(x, ItemEvent) for x in events) >= limit:
+            user_events += not isinstance(e, ItemEvent)
+            if limit is not None and user_events >= limit:
                 break
     return time_order(events)
 

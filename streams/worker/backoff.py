@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+# The worker's retries while the vector store is away (catalog feed, user events, ranking).
+BACKOFF_START_S, BACKOFF_MAX_S = 0.2, 5.0
+
 
 class Backoff:
     """`delay` is the wait the next `sleep()` takes.

@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from encoders.files import atomic_write_bytes
-from streams.worker.backoff import Backoff
+from streams.worker.backoff import BACKOFF_MAX_S, BACKOFF_START_S, Backoff
 from streams.worker.engine_runner import EngineRunner
 from streams.contracts.schemas import InvalidEvent, ItemEvent, parse_event
 from streams.contracts.settings import Settings
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 64
 POLL_MS = 50
-BACKOFF_START_S, BACKOFF_MAX_S = 0.2, 5.0
 
 
 @dataclass(frozen=True)

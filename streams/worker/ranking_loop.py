@@ -13,7 +13,7 @@ from faust.types.tuples import Message
 from ranking.engine import RankedItem
 from streams.contracts.schemas import Recommendation, RecommendationRequest, RecommendedItem
 from streams.worker import metrics
-from streams.worker.catalog_feed import BACKOFF_START_S
+from streams.worker.backoff import BACKOFF_START_S
 from streams.worker.context import WorkerContext
 from streams.worker.dlq import Reason
 from streams.worker.engine_runner import RankJob

@@ -24,8 +24,8 @@ from ranking.engine import Profile
 from ranking.profile import has_event
 from streams.contracts.schemas import ClickEvent, RecommendationRequest, ReviewEvent
 from streams.worker import metrics
-from streams.worker.backoff import Backoff
-from streams.worker.catalog_feed import BACKOFF_MAX_S, BACKOFF_START_S, CatalogFeed
+from streams.worker.backoff import BACKOFF_MAX_S, BACKOFF_START_S, Backoff
+from streams.worker.catalog_feed import CatalogFeed
 from streams.worker.context import WorkerContext
 from streams.worker.engine_runner import FeedbackJob
 from streams.worker.feedback import ImpressionTracker
