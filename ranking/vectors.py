@@ -51,7 +51,9 @@ class LanguageCentering:
     """Running mean direction per language; `neutral` subtracts it and re-normalises.
 
     `learn` takes vectors of texts known to be in `lang` (reviews). Until a language has
-    `min_count` vectors its estimate is too noisy, so the global mean is used instead.
+    `min_count` vectors its estimate is too noisy, so the global mean is used instead; until
+    `min_count` vectors in all, nothing is subtracted (the mean of one text is that text, and
+    subtracting it would leave the worker's first review text with no direction at all).
     """
 
     def __init__(self, dim: int, min_count: int = 20) -> None:
@@ -76,7 +78,7 @@ class LanguageCentering:
         key = lang or "und"
         if self.counts.get(key, 0) >= self.min_count:
             return (self.sums[key] / self.counts[key]).astype(np.float32)
-        if self.n:
+        if self.n >= self.min_count:
             return (self.total / self.n).astype(np.float32)
         return np.zeros(self.dim, dtype=np.float32)
 

@@ -72,3 +72,17 @@ def test_exact_content_candidates_match_the_vector_store() -> None:
         p = rec.observe(None, events[0])
         rankings.append([r.item_id for r in rec.recommend("u", p, k=10, now=T0 + 7200)])
     assert rankings[0] == rankings[1]
+
+
+def test_the_first_text_a_fresh_engine_embeds_keeps_its_direction() -> None:
+    """A fresh engine has no language mean yet: its first item's text and its first review text
+    must not be centred to nothing (the mean of one vector is that vector), which left the item
+    with no text vector and the review's author with no own-text vector."""
+    engine = Recommender(MemoryStore(32), FakeEncoder(32), seed=1)
+    first = _reviews()[0]
+    profile = engine.observe(None, first, text_later=True)
+    profile = engine.add_review_text(profile, first, engine.encoder.encode([first.text])[0])
+    assert profile is not None and profile["own"] is not None and profile["own_w"] > 0.5
+    engine = Recommender(MemoryStore(32), FakeEncoder(32), seed=1)
+    engine.upsert_items([ItemEvent(item_id="a", title="Star fleet", lang="en", ts=T0)])
+    assert np.linalg.norm(engine.catalog.text_vec[0]) > 0.5
