@@ -8,7 +8,7 @@ import typer
 from encoders import cli as encoder_cli
 from streams.ops import kafka_cli, lag_cli
 from streams.sdk import cli as sdk_cli
-from streams.tools import bench_pipeline, evaluate_cli
+from streams.tools import bench_pipeline, bench_scale, evaluate_cli
 from streams.worker import cli as worker_cli
 
 app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_help=True,
@@ -23,6 +23,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(encoder_cli.app, name="encoder")
 bench_app.command("encoder")(encoder_cli.bench_encoder)
 bench_app.command("pipeline")(bench_pipeline.bench_pipeline)
+bench_app.command("scale")(bench_scale.bench_scale)
 app.add_typer(kafka_cli.app, name="kafka")
 app.command("evaluate")(evaluate_cli.evaluate)
 
