@@ -8,12 +8,15 @@ language-neutral (see `ranking.vectors.LanguageCentering`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from ranking.top_rows import TopRows
 from ranking.vectors import unit
 
 TITLE_WEIGHT = 2.0   # the item's own text counts as much as two reviews
+NEWEST = 1000        # newest items kept listed (fresh candidates without a catalog scan)
 
 
 @dataclass
@@ -66,9 +69,34 @@ class ItemCatalog:
         self.titles: list[str | None] = []
         self.declared_lang: list[str | None] = []
         self.lang_counts: list[dict[str, int]] = []
+        self.newest = TopRows(NEWEST)                     # by first_ts
 
     def __len__(self) -> int:
         return len(self.index)
+
+    ARRAYS = ("vec", "text_vec", "review_sum", "n_reviews", "n_events", "n_pos", "first_ts", "active")
+    LISTS = ("titles", "declared_lang", "lang_counts")
+
+    def rows_state(self, a: int, b: int) -> dict[str, Any]:
+        """Rows a..b of every per-item field (for a snapshot taken piece by piece)."""
+        return {name: getattr(self, name)[a:b] for name in self.ARRAYS + self.LISTS}
+
+    @classmethod
+    def from_rows(cls, dim: int, ids: list[str], pieces: list[dict[str, Any]]) -> ItemCatalog:
+        """The catalog of `ids` from the `rows_state` pieces of all its rows, in order."""
+        catalog = cls(dim)
+        for item_id in ids:
+            catalog.index.add(item_id)
+        for name in cls.ARRAYS:
+            setattr(catalog, name, np.concatenate([p[name] for p in pieces]) if pieces
+                    else getattr(catalog, name))
+        for name in cls.LISTS:
+            setattr(catalog, name, [v for p in pieces for v in p[name]])
+        n = len(ids)
+        newest = np.argsort(catalog.first_ts[:n], kind="stable")[-NEWEST:]
+        for row in newest.tolist():
+            catalog.newest.update(row, float(catalog.first_ts[row]))
+        return catalog
 
     def _ensure(self, item_id: str, ts: float) -> int:
         row, created = self.index.add(item_id)
@@ -78,6 +106,7 @@ class ItemCatalog:
                          "first_ts", "active"):
                 setattr(self, name, grow(getattr(self, name), n))
             self.first_ts[row] = ts
+            self.newest.update(row, ts)
             self.titles.append(None)
             self.declared_lang.append(None)
             self.lang_counts.append({})
@@ -87,7 +116,9 @@ class ItemCatalog:
                text_vector: np.ndarray | None) -> int:
         """Add or update an item's own text; returns its row. Re-activates a deleted item."""
         row = self._ensure(item_id, ts)
-        self.first_ts[row] = min(self.first_ts[row], ts)
+        if ts < self.first_ts[row]:
+            self.first_ts[row] = ts
+            self.newest.update(row, ts)
         self.titles[row] = title or self.titles[row]
         self.declared_lang[row] = lang or self.declared_lang[row]
         if text_vector is not None:

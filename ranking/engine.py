@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickle
 import random
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,12 +36,17 @@ from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, GROUP_MA
                             Signals, UserContext, explore, mmr)
 from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
 from ranking.store import ItemPoint, VectorStore
+from encoders.files import atomic_open
 from ranking.vectors import LanguageCentering
 
 Profile = dict[str, Any]
 
 
-SNAPSHOT_VERSION = 2   # 2: the scorer keeps the pairs of its unfinished mini-batch
+SNAPSHOT_VERSION = 4   # 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
+SNAPSHOT_ROWS = 1024   # items per snapshot piece: a few milliseconds of the engine thread
+# Trend columns that candidates are drawn from (three horizons), and the language trend's.
+TREND_3H, TREND_24H, TREND_168H = (TREND_HALF_LIVES_H.index(h) for h in (3.0, 24.0, 168.0))
+LANG_168H = LANG_HALF_LIVES_H.index(168.0)
 MAX_REVIEW_CHARS = 2_000   # enough for the encoder's token budget; bounds tokenizer work
 
 
@@ -87,11 +92,12 @@ class Recommender:
         dim = encoder.dim if encoder is not None else store.dim
         self.catalog = ItemCatalog(dim)
         self.centering = LanguageCentering(dim)
-        self.trend = DecayedCounts([h * HOUR for h in TREND_HALF_LIVES_H])
+        cfg = self.config
+        self.trend = DecayedCounts([h * HOUR for h in TREND_HALF_LIVES_H], top=cfg.top_items)
         self.lang_trend: dict[str, DecayedCounts] = {}
-        self.cooc = CoCounts()
-        self.cooc_recent = CoCounts(COOC_HALF_LIFE_H * HOUR)
-        self.transitions = Transitions()
+        self.cooc = CoCounts(neighbours=cfg.neighbours)
+        self.cooc_recent = CoCounts(COOC_HALF_LIFE_H * HOUR, neighbours=cfg.neighbours)
+        self.transitions = Transitions(neighbours=cfg.neighbours)
         self.scorer = PairwiseScorer(self.config)
         self.rng = random.Random(seed)
         self.updates = 0
@@ -186,8 +192,7 @@ class Recommender:
         self.catalog.add_event(row, positive, event.lang, neutral)
         self.trend.add(row, event.ts)
         if event.lang:
-            self.lang_trend.setdefault(
-                event.lang, DecayedCounts([h * HOUR for h in LANG_HALF_LIVES_H])).add(row, event.ts)
+            self._lang_counter(event.lang).add(row, event.ts)
         history = [r for r in self._rows(profiles.history(profile)) if r != row]
         self.cooc.add(row, history)
         self.cooc_recent.add(row, history, event.ts)
@@ -247,8 +252,8 @@ class Recommender:
         weights = self.scorer.weights()
         scores = x @ weights
         by_query = None
-        if signals.query is not None:
-            by_query = self.config.query_weight * _z(signals.query[rows])
+        if ctx.query is not None:
+            by_query = self.config.query_weight * _z(self.catalog.vec[rows] @ ctx.query)
             scores = _z(scores) + by_query
         order = np.lexsort((rows, -scores))
         rows, scores, x = rows[order], scores[order], x[order]
@@ -297,38 +302,64 @@ class Recommender:
     def snapshot(self, path: Path) -> None:
         """Write the worker-side state (River models, counters, catalog) to one file
         atomically; profiles are not included (they live in the users table)."""
-        self.flush_store()
-        state = {"version": SNAPSHOT_VERSION, "catalog": self.catalog,
-                 "centering": self.centering.state(), "trend": self.trend,
-                 "lang_trend": self.lang_trend, "cooc": self.cooc,
-                 "cooc_recent": self.cooc_recent, "transitions": self.transitions,
-                 "scorer": self.scorer,
-                 "rng": self.rng.getstate(), "updates": self.updates,
-                 "config": self.config, "encoder": getattr(self.encoder, "name", None)}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from encoders.files import atomic_open
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(Path(path), "wb", private=True) as f:
+            for piece in self.snapshot_pieces():
+                f.write(piece)
 
-        with atomic_open(path, "wb", private=True) as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    def snapshot_pieces(self) -> Iterator[bytes]:
+        """The snapshot as a sequence of pickles, each of at most `SNAPSHOT_ROWS` items, so a
+        caller that takes one piece at a time between other work never holds the engine for
+        long, whatever the catalog size. Pieces taken while events arrive mix moments; each
+        is consistent in itself, and `restore` reads every piece at the time the first was
+        taken (rows added later are left out, decayed counts are brought to one time base)."""
+        self.flush_store()
+        c, n = self.catalog, len(self.catalog)
+        yield _dumps({"version": SNAPSHOT_VERSION, "rows": n, "ids": c.index.ids[:n],
+                      "centering": self.centering.state(), "scorer": self.scorer,
+                      "rng": self.rng.getstate(), "updates": self.updates, "config": self.config,
+                      "encoder": getattr(self.encoder, "name", None),
+                      "lang_trend": sorted(self.lang_trend)})
+        for a in range(0, n, SNAPSHOT_ROWS):
+            b = min(a + SNAPSHOT_ROWS, n)
+            yield _dumps({"from": a, "catalog": c.rows_state(a, b),
+                          "trend": self.trend.rows_state(a, b),
+                          "lang_trend": {lang: counter.rows_state(a, b) for lang, counter in self.lang_trend.items()},
+                          "cooc": self.cooc.rows_state(a, b), "cooc_recent": self.cooc_recent.rows_state(a, b),
+                          "transitions": self.transitions.rows_state(a, b)})
 
     def restore(self, path: Path) -> None:
         """Load a state written by `snapshot` and re-upsert the item vectors into the store.
-        Only load snapshots this worker wrote: the file is a pickle."""
+        Only load snapshots this worker wrote: the file is pickles."""
         with open(path, "rb") as f:
-            state = pickle.load(f)
-        if state.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"{path}: snapshot version {state.get('version')}, "
-                             f"expected {SNAPSHOT_VERSION}")
-        if state["encoder"] != getattr(self.encoder, "name", None):
-            raise ValueError(f"{path}: vectors of encoder {state['encoder']!r} do not mix "
-                             f"with {getattr(self.encoder, 'name', None)!r}")
-        self.catalog, self.trend = state["catalog"], state["trend"]
-        self.centering = LanguageCentering.from_state(state["centering"])
-        self.lang_trend, self.cooc, self.scorer = state["lang_trend"], state["cooc"], state["scorer"]
-        self.cooc_recent, self.transitions = state["cooc_recent"], state["transitions"]
-        self.rng.setstate(state["rng"])
-        self.updates, self.config = state["updates"], state["config"]
+            head = pickle.load(f)
+            if head.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"{path}: snapshot version {head.get('version')}, "
+                                 f"expected {SNAPSHOT_VERSION}")
+            if head["encoder"] != getattr(self.encoder, "name", None):
+                raise ValueError(f"{path}: vectors of encoder {head['encoder']!r} do not mix "
+                                 f"with {getattr(self.encoder, 'name', None)!r}")
+            pieces = []
+            while True:
+                try:
+                    pieces.append(pickle.load(f))
+                except EOFError:
+                    break
+        n = head["rows"]
+        if sum(len(p["catalog"]["first_ts"]) for p in pieces) != n:
+            raise ValueError(f"{path}: snapshot is incomplete ({len(pieces)} pieces for {n} items)")
+        self.config = head["config"]
+        self.catalog = ItemCatalog.from_rows(self.catalog.dim, head["ids"], [p["catalog"] for p in pieces])
+        self.centering = LanguageCentering.from_state(head["centering"])
+        self.scorer = head["scorer"]
+        self.rng.setstate(head["rng"])
+        self.updates = head["updates"]
+        self.trend.load_rows([p["trend"] for p in pieces], n)
+        self.lang_trend = {}
+        for lang in head["lang_trend"]:
+            self._lang_counter(lang).load_rows([p["lang_trend"].get(lang) for p in pieces], n)
+        for name in ("cooc", "cooc_recent", "transitions"):
+            getattr(self, name).load_rows([p[name] for p in pieces], n)
         for row in range(len(self.catalog)):
             self._push(row)
         self.flush_store()
@@ -347,6 +378,13 @@ class Recommender:
     def _changed(self) -> None:
         self.updates += 1
         self._cache = None
+
+    def _lang_counter(self, lang: str) -> DecayedCounts:
+        counter = self.lang_trend.get(lang)
+        if counter is None:
+            counter = self.lang_trend[lang] = DecayedCounts([h * HOUR for h in LANG_HALF_LIVES_H],
+                                                            top=self.config.top_items)
+        return counter
 
     def _rows(self, item_ids: Sequence[str]) -> list[int]:
         rows = (self.catalog.index.row(i) for i in item_ids)
@@ -395,42 +433,51 @@ class Recommender:
 
     def _candidates(self, s: Signals, ctx: UserContext, banned: set[str],
                     lang: str | None) -> np.ndarray:
-        """Union of the candidate sources, known active items only, minus `banned`."""
+        """Union of the candidate sources, known active items only, minus `banned`. Each
+        source is read from a list kept up to date as events arrive (trend and newest
+        items, the user's co-occurring items) or from the vector store's search, so the cost
+        does not grow with the catalog (exact content search up to `exact_search_items`)."""
         cfg, c = self.config, self.catalog
-        ok = c.active[: s.n].copy()
-        for item_id in banned:
-            r = c.index.row(item_id)
-            if r is not None and r < s.n:
-                ok[r] = False
-        if lang is not None:
-            ok &= np.asarray([lang in c.langs(r) for r in range(s.n)], bool)
-        chosen = np.zeros(s.n, bool)
+        banned_rows = np.asarray(self._rows(list(banned)), np.int64)
 
-        def take(values: np.ndarray, n: int) -> None:
-            v = np.where(ok, values, -np.inf)
-            top = np.argpartition(-v, n)[:n] if n < v.size else np.arange(v.size)
-            chosen[top[np.isfinite(v[top])]] = True
+        def keep(rows: np.ndarray) -> np.ndarray:
+            ok = c.active[rows] & ~np.isin(rows, banned_rows)
+            if lang is not None:
+                ok &= np.asarray([lang in c.langs(r) for r in rows.tolist()], bool)
+            return ok
 
-        for vector, scores in ((ctx.interest, s["content"]), (ctx.query, s.query)):
-            if vector is None or scores is None:
+        picked = [np.zeros(0, np.int64)]
+        for vector in (ctx.interest, ctx.query):
+            if vector is None:
                 continue
-            if s.n <= cfg.exact_search_items:   # exact and free: the features hold every score
-                take(np.where(scores != 0.0, scores, -np.inf), cfg.n_content)  # 0: no vector
+            if s.n <= cfg.exact_search_items:
+                picked.append(self._exact_content(vector, s.n, keep, cfg.n_content))
                 continue
             self.flush_store()
-            hits = self.store.search(vector, cfg.n_content, exclude=banned,
-                                     langs=[lang] if lang else None)
+            hits = self.store.search(vector, cfg.n_content, exclude=banned, langs=[lang] if lang else None)
             hit_rows = np.asarray(self._rows([h.item_id for h in hits]), np.int64)
-            hit_rows = hit_rows[hit_rows < s.n]
-            chosen[hit_rows[ok[hit_rows]]] = True
+            picked.append(hit_rows[keep(hit_rows)])
         if ctx.history_rows:
-            take(s["cooc"], cfg.n_cooc)
-        for name in ("trend_3h", "trend_24h", "trend_168h"):
-            take(s[name], cfg.n_trend // 3)
-        if ctx.main_lang:
-            take(s["lang_trend_168h"], cfg.n_lang)
-        take(-s["age"], cfg.n_fresh)
-        return np.flatnonzero(chosen)
+            cooc = s.ranked("cooc")
+            picked.append(cooc[keep(cooc)][: cfg.n_cooc])
+        for column in (TREND_3H, TREND_24H, TREND_168H):
+            picked.append(self.trend.best(column, cfg.n_trend // 3, keep))
+        counter = self.lang_trend.get(ctx.main_lang or "")
+        if counter is not None:
+            picked.append(counter.best(LANG_168H, cfg.n_lang, keep))
+        picked.append(c.newest.best(cfg.n_fresh, keep))
+        return np.unique(np.concatenate(picked))
+
+    def _exact_content(self, vector: np.ndarray, n: int, keep: Callable[[np.ndarray], np.ndarray],
+                       k: int) -> np.ndarray:
+        """The k items closest to `vector` among the first n, by exact dot product (items
+        without a vector score 0 and are left out)."""
+        rows = np.arange(n)
+        scores = self.catalog.vec[:n] @ vector
+        ok = keep(rows) & (scores != 0.0)
+        v = np.where(ok, scores, -np.inf)
+        top = np.argpartition(-v, k)[:k] if k < n else rows
+        return top[np.isfinite(v[top])]
 
     def _learn_choice(self, user_id: str, profile: Profile | None, row: int, now: float) -> None:
         """The user chose `row`: learn it against other candidates drawn at random, all with
@@ -465,8 +512,7 @@ class Recommender:
                                       ctx.history_weights[j] == self.profile_config.click_weight,
                                       ctx.history_langs[j])
         if group == "cooc" and hist:
-            co = self.cooc.c[hist, row] if row < self.cooc.c.shape[0] else np.zeros(len(hist))
-            return reasons.together_with(c.title(hist[int(np.argmax(co))]))
+            return reasons.together_with(c.title(hist[int(np.argmax(self.cooc.pair(hist, row)))]))
         if group == "lang":
             return reasons.popular_with(ctx.main_lang)
         if group == "trend":
@@ -474,6 +520,10 @@ class Recommender:
         if group == "new":
             return reasons.NEW
         return reasons.POPULAR
+
+
+def _dumps(state: dict[str, Any]) -> bytes:
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _top_group(lift: dict[str, float]) -> str:

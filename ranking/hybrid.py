@@ -70,7 +70,9 @@ class HybridConfig:
     n_lang: int = 100           # trending in the user's languages
     n_fresh: int = 60           # newest items
     exact_search_items: int = 20_000  # up to this catalog size, content candidates are the
-    #                                   exact top scores the features already hold; beyond, ANN
+    #                                   exact top scores; beyond, the vector store's ANN search
+    neighbours: int = 500       # co-occurring / next items kept per item (bounds memory)
+    top_items: int = 1000       # most trending items kept per trend counter and horizon
     negatives: int = 6          # learning: candidates the user did not choose, per event
     learning_rate: float = 0.02
     warmup_pairs: int = 500
@@ -103,66 +105,94 @@ class UserContext:
 
 
 class Signals:
-    """Every feature for every known item at one instant, as one [n, len(FEATURES)] matrix.
+    """The features of (user, item) at one instant, for whichever item rows are asked.
 
-    Built with a few whole-catalog operations (a block of columns at a time) rather than one
-    array per feature, because at catalog sizes of a few thousand items numpy's per-call
-    overhead, not arithmetic, is what an event costs; the scorer then reads rows of it.
+    What depends on the user is computed once, sparsely: the item-to-item scores of the items
+    that co-occur with, or followed, the user's history (every other item scores 0 there),
+    and the highest trend counts to scale by (kept by the counters). A ranking then builds
+    features only for its candidates, so its cost does not grow with the catalog.
     """
 
     def __init__(self, catalog: ItemCatalog, trend: DecayedCounts,
                  lang_trend: dict[str, DecayedCounts], cooc: CoCounts, cooc_recent: CoCounts,
                  transitions: Transitions, ctx: UserContext, now: float, new_item_hours: float) -> None:
-        n = len(catalog)
-        self.n = n
-        self.x = x = np.zeros((n, len(FEATURES)), order="F")   # columns contiguous
-        vec = catalog.vec[:n]
-        if ctx.interest is not None:
-            x[:, _col("content")] = vec @ ctx.interest
-            x[:, _col("content_text")] = catalog.text_vec[:n] @ ctx.interest
-        if ctx.own is not None:
-            x[:, _col("content_own")] = vec @ ctx.own
-        self.query = vec @ ctx.query if ctx.query is not None else None
-        rows, weights = ctx.history_rows, ctx.history_weights
+        self.catalog, self.trend, self.ctx, self.now = catalog, trend, ctx, now
+        self.new_item_hours = new_item_hours
+        self.n = len(catalog)
+        self.trend_peaks = trend.peaks(now)
+        self.trend_total = float(trend.totals(now)[2])
+        self.lang_counter = lang_trend.get(ctx.main_lang or "")
+        self.lang_peaks = self.lang_counter.peaks(now) if self.lang_counter is not None else None
+        # name -> (items sorted, value): the item-to-item features, 0 for items not listed
+        self.sparse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        rows = ctx.history_rows
         if rows:
-            pos_w = [max(w, 0.0) for w in weights]
-            total, best = cooc.scores(rows, n, pos_w)
-            last, _ = cooc.scores(rows[-3:], n, pos_w[-3:])
-            recent, _ = cooc_recent.scores(rows, n, pos_w, cosine=False)
-            x[:, _span(("cooc", "cooc_last"))] = _rel(np.stack([total, last], axis=1))
-            x[:, _col("cooc_max")] = best
-            x[:, _col("cooc_recent")] = _rel(recent[:, None])[:, 0]
-            x[:, _col("next")] = _rel(transitions.scores(rows[-3:], n)[:, None])[:, 0]
-        counts = trend.values(now, n)
-        x[:, _span(TREND_NAMES)] = _rel(counts)
-        x[:, _col("trend_log")] = np.log((counts[:, 2] + 0.01) / (trend.totals(now)[2] + 1.0))
-        lang_counter = lang_trend.get(ctx.main_lang or "")
-        if lang_counter is not None:
-            x[:, _span(LANG_NAMES)] = _rel(lang_counter.values(now, n))
-        n_events = catalog.n_events[:n].astype(np.float32)
-        age_h = np.maximum(now - catalog.first_ts[:n], 0.0) / HOUR
-        x[:, _col("age")] = np.log1p(age_h)
-        x[:, _col("new")] = age_h < new_item_hours
-        x[:, _col("pop")] = np.log1p(n_events)
-        x[:, _col("pos_rate")] = (catalog.n_pos[:n] + 1.0) / (n_events + 2.0)
-        depth = min(len(rows), HISTORY_DEPTH) / HISTORY_DEPTH
-        x[:, HIST_COLS] = x[:, HIST_BASE_COLS].astype(np.float32) * np.float32(depth)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        """One feature for every item (a view)."""
-        return self.x[:, _col(name)]
+            pos_w = [max(w, 0.0) for w in ctx.history_weights]
+            items, total, best = cooc.sparse_scores(rows, pos_w)
+            self.sparse["cooc"], self.sparse["cooc_max"] = (items, _rel(total)), (items, best)
+            items, last, _ = cooc.sparse_scores(rows[-3:], pos_w[-3:])
+            self.sparse["cooc_last"] = (items, _rel(last))
+            items, recent, _ = cooc_recent.sparse_scores(rows, pos_w, cosine=False)
+            self.sparse["cooc_recent"] = (items, _rel(recent))
+            items, following = transitions.sparse_scores(rows[-3:])
+            self.sparse["next"] = (items, _rel(following))
 
     def matrix(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), len(FEATURES)] float64."""
-        return self.x[rows]
+        rows = np.asarray(rows, np.int64)
+        c, ctx, now = self.catalog, self.ctx, self.now
+        x = np.zeros((len(rows), len(FEATURES)))
+        if not rows.size:
+            return x
+        vec = c.vec[rows]
+        if ctx.interest is not None:
+            x[:, _col("content")] = vec @ ctx.interest
+            x[:, _col("content_text")] = c.text_vec[rows] @ ctx.interest
+        if ctx.own is not None:
+            x[:, _col("content_own")] = vec @ ctx.own
+        for name, (items, values) in self.sparse.items():
+            x[:, _col(name)] = _lookup(items, values, rows)
+        counts = self.trend.values_of(rows, now)
+        x[:, _span(TREND_NAMES)] = _scaled(counts, self.trend_peaks)
+        x[:, _col("trend_log")] = np.log((counts[:, 2] + 0.01) / (self.trend_total + 1.0))
+        if self.lang_counter is not None:
+            x[:, _span(LANG_NAMES)] = _scaled(self.lang_counter.values_of(rows, now), self.lang_peaks)
+        n_events = c.n_events[rows].astype(np.float32)
+        age_h = np.maximum(now - c.first_ts[rows], 0.0) / HOUR
+        x[:, _col("age")] = np.log1p(age_h)
+        x[:, _col("new")] = age_h < self.new_item_hours
+        x[:, _col("pop")] = np.log1p(n_events)
+        x[:, _col("pos_rate")] = (c.n_pos[rows] + 1.0) / (n_events + 2.0)
+        depth = min(len(ctx.history_rows), HISTORY_DEPTH) / HISTORY_DEPTH
+        x[:, HIST_COLS] = x[:, HIST_BASE_COLS].astype(np.float32) * np.float32(depth)
+        return x
+
+    def ranked(self, name: str) -> np.ndarray:
+        """The items with a non-zero item-to-item feature `name`, highest first."""
+        items, values = self.sparse.get(name, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+        return items[np.argsort(-values, kind="stable")]
+
+
+def _lookup(items: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[items == row] for each row (0 where a row is not among the sorted `items`)."""
+    if not items.size:
+        return np.zeros(len(rows), np.float32)
+    at = np.minimum(np.searchsorted(items, rows), items.size - 1)
+    return np.where(items[at] == rows, values[at], np.float32(0.0))
+
+
+def _scaled(values: np.ndarray, peaks: np.ndarray | None) -> np.ndarray:
+    """Each column divided by its peak over the whole catalog (a column whose peak is 0 stays 0)."""
+    assert peaks is not None
+    return (values / np.where(peaks > 0, peaks, 1.0)).astype(np.float32)
 
 
 def _rel(values: np.ndarray) -> np.ndarray:
-    """Each column of non-negative values scaled to its best item's value at this instant
-    (1 = the top item), so the learner compares like with like across users, history lengths
-    and stream volumes. A column of zeros stays zeros."""
-    top = values.max(axis=0) if values.shape[0] else np.zeros(values.shape[1:])
-    return (values / np.where(top > 0, top, 1.0)).astype(np.float32)
+    """Non-negative values scaled to the best item's value at this instant (1 = the top
+    item), so the learner compares like with like across users, history lengths and stream
+    volumes. All zeros stay zeros."""
+    top = float(values.max()) if values.size else 0.0
+    return (values / (top if top > 0 else 1.0)).astype(np.float32)
 
 
 class PairwiseScorer:

@@ -16,7 +16,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from encoders.base import Encoder
+from encoders.files import atomic_open
 from ranking.engine import Profile, RankedItem, item_text
 from ranking.store import VectorStore
 from streams.worker import metrics
@@ -86,8 +87,9 @@ class Engine(Protocol):
                  clicked: str | None, *, now: float) -> None:
         """An impression's outcome: a click on one of `shown`, or None when none was clicked."""
 
-    def snapshot(self, path: Path) -> None:
-        """Save the state that is not in Kafka (models, counters) to one file."""
+    def snapshot_pieces(self) -> Iterator[bytes]:
+        """The state that is not in Kafka (models, counters) as pieces of a file, each taken
+        when asked for (a few milliseconds each)."""
 
 
 def _lower_priority() -> None:
@@ -247,8 +249,22 @@ class EngineRunner:
 
     # ---- maintenance --------------------------------------------------------------------
     async def snapshot(self, path: Path) -> None:
-        """Save the worker-side state (River models, counters) from the engine thread."""
-        await self._run(self._engine_thread, self.engine.snapshot, path)
+        """Save the worker-side state (River models, counters) to `path` atomically, one
+        piece at a time: each is taken on the engine thread, which runs other work between
+        pieces, and written from another thread, so no event waits for a whole snapshot."""
+        started = time.perf_counter()
+        pieces = self.engine.snapshot_pieces()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        with atomic_open(path, "wb", private=True) as f:
+            while True:
+                start = time.perf_counter()
+                piece = await self._run(self._engine_thread, next, pieces, None)
+                metrics.SNAPSHOT_PIECE_SECONDS.observe(time.perf_counter() - start)
+                if piece is None:
+                    break
+                await loop.run_in_executor(None, f.write, piece)
+        metrics.SNAPSHOT_SECONDS.set(time.perf_counter() - started)
 
     async def store_answers(self) -> bool:
         """Whether the vector store answers now (tells an outage from a bad item)."""

@@ -75,6 +75,12 @@ ITEM_UPSERTS = Counter(
 RANKING_SECONDS = Histogram(
     "xlrec_ranking_seconds", "Time to rank one user's recommendations.",
     buckets=RANKING_BUCKETS, registry=REGISTRY)
+SNAPSHOT_PIECE_SECONDS = Histogram(
+    "xlrec_snapshot_piece_seconds", "Engine-thread time to take one piece of the engine snapshot "
+    "(what a snapshot holds the engine for at a time).", buckets=RANKING_BUCKETS, registry=REGISTRY)
+SNAPSHOT_SECONDS = Gauge(
+    "xlrec_snapshot_seconds", "Wall time of the last engine snapshot, all pieces written.",
+    registry=REGISTRY)
 RECOMMENDATIONS = Counter(
     "xlrec_recommendations", "Recommendation messages written to the output topic.",
     registry=REGISTRY)

@@ -129,6 +129,33 @@ def test_snapshot_restore_round_trip(tmp_path: Path) -> None:
         other.restore(path)
 
 
+def test_a_snapshot_taken_in_pieces_while_events_arrive_restores(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker takes a snapshot one piece at a time, other work in between: rows added
+    after the first piece are left out, and the restored engine ranks and learns."""
+    monkeypatch.setattr("ranking.engine.SNAPSHOT_ROWS", 2)
+    rec = _engine(seed=3)
+    events = [_review(n, f"u{n % 3}", item, "de") for n, item in
+              enumerate(["s-de", "f-en", "s-ko", "z-en", "f-ja"] * 3, 1)]
+    profiles = _feed(rec, events)
+    weights = rec.feature_weights()
+    pieces = rec.snapshot_pieces()
+    written = [next(pieces), next(pieces)]
+    rec.upsert_item(ItemEvent(item_id="late", title="A late item", lang="en", ts=T0 + 100))
+    _feed(rec, [_review(99, "u0", "late", "en"), _review(98, "u1", "s-de", "en")])
+    written += list(pieces)
+    assert len(written) >= 4
+    path = tmp_path / "pieces.snapshot"
+    path.write_bytes(b"".join(written))
+    fresh = Recommender(MemoryStore(32), FakeEncoder(32), seed=3)
+    fresh.restore(path)
+    assert fresh.catalog.index.row("late") is None and len(fresh.catalog) == len(rec.catalog) - 1
+    got = {user: [i.item_id for i in fresh.recommend(user, p, k=4, now=T0 + 5000)] for user, p in profiles.items()}
+    assert all(got[u] and set(got[u]) <= set(rec.catalog.index.ids) - {"late"} for u in got)
+    assert fresh.feature_weights() == weights            # the ranker as of the first piece
+    fresh.observe(profiles["u0"], _review(97, "u0", "f-en", "en"))   # and it goes on learning
+
+
 def test_click_profile_and_reason_text() -> None:
     rec = _engine()
     click = ClickEvent(event_id="c1", user_id="u", item_id="f-en", ts=T0 + 60, lang="en")

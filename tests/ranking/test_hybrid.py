@@ -29,6 +29,15 @@ def _rel(values: np.ndarray) -> np.ndarray:
     return (values / top).astype(np.float32) if top > 0 else np.zeros(values.shape, np.float32)
 
 
+def _co_scores(co, rows: list[int], weights: list[float], n: int, cosine: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and max over the history of c_hj / sqrt(n_h [n_j]) * w_h, pair by pair."""
+    norm = np.sqrt(np.maximum(co.n, 1e-6))
+    terms = np.asarray([[co.lists.get(h, j) / norm[h] / (norm[j] if cosine else 1.0) * w
+                         for j in range(n)] for h, w in zip(rows, weights)], np.float32)
+    return terms.sum(axis=0), terms.max(axis=0)
+
+
 def _reference_features(rec: Recommender, ctx: UserContext, now: float) -> np.ndarray:
     """Every feature computed on its own, as one array per feature (the plain definition)."""
     c, n = rec.catalog, len(rec.catalog)
@@ -38,11 +47,12 @@ def _reference_features(rec: Recommender, ctx: UserContext, now: float) -> np.nd
     f["content_own"] = c.vec[:n] @ ctx.own if ctx.own is not None else zeros
     f["content_text"] = c.text_vec[:n] @ ctx.interest if ctx.interest is not None else zeros
     rows, pos_w = ctx.history_rows, [max(w, 0.0) for w in ctx.history_weights]
-    total, best = rec.cooc.scores(rows, n, pos_w)
-    last, _ = rec.cooc.scores(rows[-3:], n, pos_w[-3:])
+    total, best = _co_scores(rec.cooc, rows, pos_w, n)
+    last, _ = _co_scores(rec.cooc, rows[-3:], pos_w[-3:], n)
     f["cooc"], f["cooc_last"], f["cooc_max"] = _rel(total), _rel(last), best
-    f["cooc_recent"] = _rel(rec.cooc_recent.scores(rows, n, pos_w, cosine=False)[0])
-    f["next"] = _rel(rec.transitions.scores(rows[-3:], n))
+    f["cooc_recent"] = _rel(_co_scores(rec.cooc_recent, rows, pos_w, n, cosine=False)[0])
+    f["next"] = _rel(np.asarray([sum(rec.transitions.lists.get(p, j) / max(rec.transitions.out[p], 1.0)
+                                     for p in rows[-3:]) for j in range(n)], np.float32))
     counts = rec.trend.values(now, n)
     for j, h in enumerate(TREND_HALF_LIVES_H):
         f[f"trend_{int(h)}h"] = _rel(counts[:, j])
@@ -88,8 +98,13 @@ def test_feature_matrix_equals_the_per_feature_definition() -> None:
         rows = np.arange(len(rec.catalog))
         expected = _reference_features(rec, ctx, now)
         assert np.count_nonzero(expected.any(axis=0)) >= len(FEATURES) - 1  # "new" may be all 0
-        np.testing.assert_array_equal(signals.matrix(rows), expected)
-        np.testing.assert_array_equal(signals["cooc"], expected[:, FEATURES.index("cooc")])
+        np.testing.assert_allclose(signals.matrix(rows), expected, rtol=1e-5, atol=1e-6)
+        some = rows[::3][::-1]                       # any rows, in any order, alone
+        np.testing.assert_allclose(signals.matrix(some), signals.matrix(rows)[some], rtol=1e-6)
+        cooc = expected[:, FEATURES.index("cooc")]
+        ranked = signals.ranked("cooc")
+        assert set(ranked.tolist()) == set(np.flatnonzero(cooc).tolist())
+        assert (np.diff(cooc[ranked]) <= 1e-6).all()      # highest first
 
 
 def test_empty_catalog_has_an_empty_matrix_and_no_candidates() -> None:

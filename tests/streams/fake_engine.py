@@ -18,8 +18,7 @@ Profiles are plain dicts like the real engine's: `events` (the applied event ids
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -71,7 +70,7 @@ class FakeEngine:
         self.folded: list[str] = []          # review texts folded in
         self.ranked: list[tuple[str, Profile | None]] = []
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
-        self.snapshots: list[Path] = []
+        self.snapshots = 0           # snapshots whose every piece was taken
         self.flushes = 0
         if items:
             self.upsert_items(list(items))
@@ -147,11 +146,10 @@ class FakeEngine:
                 for rank, item in enumerate(list(self.catalog.values())[:k])]
 
     # ---- maintenance --------------------------------------------------------------------
-    def snapshot(self, path: Path) -> None:
+    def snapshot_pieces(self) -> Iterator[bytes]:
         self._store()   # the real engine flushes pending item writes to the store first
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps({"model_version": self.model_version, "observed": self.observed}))
-        self.snapshots.append(path)
+        yield orjson.dumps({"model_version": self.model_version, "observed": self.observed})
+        self.snapshots += 1
 
 
 class FlakyStore(MemoryStore):

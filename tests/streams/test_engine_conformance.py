@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,8 +139,7 @@ def test_feedback_accepts_a_click_and_a_non_click(engine: Engine) -> None:
     engine.feedback("u1", profile, shown, None, now=T0 + 3800)
 
 
-def test_snapshot_writes_a_file(engine: Engine, tmp_path: Path) -> None:
+def test_snapshot_comes_in_pieces_of_bytes(engine: Engine) -> None:
     engine.observe(None, click(1), text_later=True)
-    path = tmp_path / "state" / "engine.snapshot"
-    engine.snapshot(path)
-    assert path.is_file() and path.stat().st_size > 0
+    pieces = list(engine.snapshot_pieces())
+    assert pieces and all(isinstance(p, bytes) and p for p in pieces)
