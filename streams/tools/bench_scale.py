@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -109,7 +110,9 @@ def run(items: list[int], users: list[int], *, events: int, seed: int, out: Path
         doc["details"]["catalog"] += extra
         write()
     if measure_users is not None:
-        rows = measure_users(users, work_dir=work_dir / "users")
+        # Its progress lines as it goes, where it offers them.
+        extra_args = {"progress": print} if "progress" in inspect.signature(measure_users).parameters else {}
+        rows = measure_users(users, work_dir=work_dir / "users", **extra_args)
         clean, extra = split_details(list(rows), USER_KEYS)
         doc["users"], doc["details"]["users"] = clean, extra
         for row in clean:
