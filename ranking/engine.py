@@ -19,6 +19,7 @@ from __future__ import annotations
 import pickle
 import random
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ Profile = dict[str, Any]
 
 SNAPSHOT_VERSION = 4   # 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
 SNAPSHOT_ROWS = 1024   # items per snapshot piece: a few milliseconds of the engine thread
+LEARN_FROM_LAST_S = 3600.0      # a ranking this recent gives a learning event its candidates
+LEARN_FROM_LAST_USERS = 10_000  # users whose last candidates are kept (least recent go first)
 # Trend columns that candidates are drawn from (three horizons), and the language trend's.
 TREND_3H, TREND_24H, TREND_168H = (TREND_HALF_LIVES_H.index(h) for h in (3.0, 24.0, 168.0))
 LANG_168H = LANG_HALF_LIVES_H.index(168.0)
@@ -103,6 +106,8 @@ class Recommender:
         self.updates = 0
         self._cache: tuple[Any, ...] | None = None   # (key, signals) of the last ranking
         self._unpushed: set[int] = set()             # rows changed since the store last saw them
+        # user -> (time, candidate rows) of the user's last plain ranking, for learning
+        self._last_candidates: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
 
     # ---- items (item agent) -------------------------------------------------------------
     def upsert_item(self, event: ItemEvent, vector: np.ndarray | None = None) -> None:
@@ -246,6 +251,11 @@ class Recommender:
         signals = self._signals(user_id, profile, ctx, now, query_vector)
         banned = set(exclude) | set(profiles.history(profile))
         rows = self._candidates(signals, ctx, banned, lang)
+        if lang is None and query_vector is None:
+            self._last_candidates[user_id] = (now, rows)
+            self._last_candidates.move_to_end(user_id)
+            if len(self._last_candidates) > LEARN_FROM_LAST_USERS:
+                self._last_candidates.popitem(last=False)
         if rows.size == 0:
             return Ranking([], [], [])
         x = signals.matrix(rows)
@@ -432,7 +442,7 @@ class Recommender:
         return signals
 
     def _candidates(self, s: Signals, ctx: UserContext, banned: set[str],
-                    lang: str | None) -> np.ndarray:
+                    lang: str | None, *, search: bool = True) -> np.ndarray:
         """Union of the candidate sources, known active items only, minus `banned`. Each
         source is read from a list kept up to date as events arrive (trend and newest
         items, the user's co-occurring items) or from the vector store's search, so the cost
@@ -441,7 +451,8 @@ class Recommender:
         banned_rows = np.asarray(self._rows(list(banned)), np.int64)
 
         def keep(rows: np.ndarray) -> np.ndarray:
-            ok = c.active[rows] & ~np.isin(rows, banned_rows)
+            # banned: a user's history, tens of items; a broadcast beats np.isin's sort
+            ok = c.active[rows] & ~(rows[:, None] == banned_rows[None, :]).any(axis=1)
             if lang is not None:
                 ok &= np.asarray([lang in c.langs(r) for r in rows.tolist()], bool)
             return ok
@@ -452,6 +463,8 @@ class Recommender:
                 continue
             if s.n <= cfg.exact_search_items:
                 picked.append(self._exact_content(vector, s.n, keep, cfg.n_content))
+                continue
+            if not search:
                 continue
             self.flush_store()
             hits = self.store.search(vector, cfg.n_content, exclude=banned, langs=[lang] if lang else None)
@@ -482,11 +495,20 @@ class Recommender:
     def _learn_choice(self, user_id: str, profile: Profile | None, row: int, now: float) -> None:
         """The user chose `row`: learn it against other candidates drawn at random, all with
         the features they had just before the event. (Not against the items ranked highest:
-        those are often what the user reviews next, so they make poor negatives.)"""
+        those are often what the user reviews next, so they make poor negatives.)
+
+        The candidates are those of the user's last ranking when it is recent (the worker
+        ranks after every event, so that is what the user had before this one); else they
+        are drawn again, without the vector store's search (a learning event then costs no
+        ANN query: content candidates come from exact search on small catalogs only)."""
         ctx = self._context(profile, None)
         signals = self._signals(user_id, profile, ctx, now, None)
-        banned = set(profiles.history(profile)) | {self.catalog.index.ids[row]}
-        rows = self._candidates(signals, ctx, banned, None).tolist()
+        last = self._last_candidates.get(user_id)
+        if last is not None and 0.0 <= now - last[0] <= LEARN_FROM_LAST_S:
+            rows = last[1][last[1] != row].tolist()
+        else:
+            banned = set(profiles.history(profile)) | {self.catalog.index.ids[row]}
+            rows = self._candidates(signals, ctx, banned, None, search=False).tolist()
         if not rows:
             return
         negatives = self.rng.sample(rows, min(self.config.negatives, len(rows)))

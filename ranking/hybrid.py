@@ -15,7 +15,7 @@ import pandas as pd
 from river import linear_model, optim, preprocessing
 
 from ranking.catalog import ItemCatalog
-from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
+from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions, merge
 
 TREND_HALF_LIVES_H = (3.0, 12.0, 24.0, 72.0, 168.0, 720.0)
 COOC_HALF_LIFE_H = 168.0   # recent co-occurrence: pairs that are being reviewed together now
@@ -128,9 +128,11 @@ class Signals:
         rows = ctx.history_rows
         if rows:
             pos_w = [max(w, 0.0) for w in ctx.history_weights]
-            items, total, best = cooc.sparse_scores(rows, pos_w)
+            cols, terms, owner = cooc.terms(rows, pos_w)
+            items, total, best = merge(cols, terms)
             self.sparse["cooc"], self.sparse["cooc_max"] = (items, _rel(total)), (items, best)
-            items, last, _ = cooc.sparse_scores(rows[-3:], pos_w[-3:])
+            recent = owner >= len(rows) - 3              # the last three items alone
+            items, last, _ = merge(cols[recent], terms[recent])
             self.sparse["cooc_last"] = (items, _rel(last))
             items, recent, _ = cooc_recent.sparse_scores(rows, pos_w, cosine=False)
             self.sparse["cooc_recent"] = (items, _rel(recent))

@@ -156,16 +156,17 @@ class NeighbourLists:
 
     def block(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(columns, weights, index into `rows`) of every pair of `rows`."""
-        cols, vals, owner = [], [], []
-        for i, row in enumerate(rows):
-            size = len(self.slots.get(row, ()))
+        cols, vals, sizes = [], [], []
+        for row in rows:
+            slots = self.slots.get(row)
+            size = len(slots) if slots else 0
+            sizes.append(size)
             if size:
                 cols.append(self.cols[row][:size])
                 vals.append(self.vals[row][:size])
-                owner.append(np.full(size, i, np.int64))
         if not cols:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return np.concatenate(cols), np.concatenate(vals), np.concatenate(owner)
+        return np.concatenate(cols), np.concatenate(vals), np.repeat(np.arange(len(sizes)), sizes)
 
     def get(self, row: int, col: int) -> float:
         slot = self.slots.get(row, {}).get(col)
@@ -214,15 +215,14 @@ class NeighbourLists:
                 self.slots[row] = {int(c): i for i, c in enumerate(self.cols[row].tolist())}
 
 
-def _merge(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unique columns, sum per column, max per column) of values given per (column) entry."""
+def merge(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted unique columns, sum per column, max per column) of values given per entry."""
     if not cols.size:
         return cols, np.zeros(0, np.float32), np.zeros(0, np.float32)
-    uniq, inverse = np.unique(cols, return_inverse=True)
-    sums = np.bincount(inverse, weights=values, minlength=len(uniq)).astype(np.float32)
-    maxs = np.zeros(len(uniq), np.float32)
-    np.maximum.at(maxs, inverse, values.astype(np.float32))
-    return uniq, sums, maxs
+    order = np.argsort(cols, kind="stable")
+    cols, values = cols[order], values[order].astype(np.float32)
+    starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+    return cols[starts], np.add.reduceat(values, starts), np.maximum.reduceat(values, starts)
 
 
 def dense(cols: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -278,9 +278,14 @@ class CoCounts:
         for the items co-occurring with any of the history (all others score 0); `cosine=False`
         divides by sqrt(n_j) of the history item only, so the candidate's own (recent)
         popularity counts too."""
+        return merge(*self.terms(history_rows, weights, cosine=cosine)[:2])
+
+    def terms(self, history_rows: Sequence[int], weights: Sequence[float] | None = None,
+              *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item, term, index into the history) of every non-zero term of `sparse_scores`."""
         cols, vals, owner = self.lists.block(history_rows)
         if not cols.size:
-            return _merge(cols, vals)
+            return cols, vals, owner
         norm = np.sqrt(np.maximum(self.n, 1e-6))
         h = np.asarray(history_rows, np.int64)[owner]   # rows with pairs are inside `n`
         values = vals / norm[h]
@@ -288,7 +293,7 @@ class CoCounts:
             values = values / norm[cols]
         if weights is not None:
             values = values * np.asarray(weights, np.float32)[owner]
-        return _merge(cols, values)
+        return cols, values, owner
 
     def scores(self, history_rows: Sequence[int], n: int, weights: Sequence[float] | None = None,
                *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -338,8 +343,9 @@ class Transitions:
         if cols.size:
             prev = np.asarray(previous_rows, np.int64)[owner]
             vals = vals / np.maximum(self.out[prev], 1.0)
-        items, total, _ = _merge(cols, vals)
+        items, total, _ = merge(cols, vals)
         return items, total
+
 
     def scores(self, previous_rows: Sequence[int], n: int) -> np.ndarray:
         return dense(*self.sparse_scores(previous_rows), n)

@@ -55,17 +55,19 @@ class TopRows:
         """Up to n rows, highest value first, among those `keep` (a vectorised row filter)
         accepts; `keep` sees only as many of the best rows as it takes to find n."""
         size = len(self.slot)
-        order = np.argsort(-self.values[:size], kind="stable")
-        rows = self.rows[:size][order]
-        if keep is None:
-            return rows[:n]
-        look = 2 * n + 32
+        look = n if keep is None else 2 * n + 32
         while True:
-            head = rows[:look]
-            kept = head[keep(head)] if head.size else head
+            head = self._head(min(look, size))
+            kept = head if keep is None or not head.size else head[keep(head)]
             if kept.size >= n or look >= size:
                 return kept[:n]
             look *= 4
+
+    def _head(self, m: int) -> np.ndarray:
+        """The m rows with the highest values, highest first."""
+        values = self.values[: len(self.slot)]
+        top = np.argpartition(-values, m - 1)[:m] if 0 < m < values.size else np.arange(m)
+        return self.rows[top[np.argsort(-values[top], kind="stable")]]
 
     def peak(self) -> float:
         """The highest value (0 when empty)."""

@@ -200,3 +200,35 @@ def test_the_store_is_written_only_when_what_search_reads_changes() -> None:
     rec.observe(profile, _review(4, "u", "s-fr", lang="fr"))   # its text is embedded with the event
     rec.flush_store()
     assert store.written == ["s-fr"] * 3
+
+
+class SearchCountingStore(MemoryStore):
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.searches = 0
+
+    def search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.searches += 1
+        return super().search(*args, **kwargs)
+
+
+def test_learning_takes_its_candidates_from_the_last_ranking_and_never_searches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond exact search (a large catalog), a ranking asks the vector store; learning from
+    the user's next event reuses that ranking's candidates, and without a recent ranking it
+    draws candidates without the store, so an event costs no ANN query."""
+    store = SearchCountingStore(32)
+    rec = Recommender(store, FakeEncoder(32), seed=0, config=HybridConfig(exact_search_items=0))
+    rec.upsert_items([ItemEvent(item_id=i, title=t, lang=lang, description=words, ts=T0)
+                      for i, (t, lang, words) in ITEMS.items()])
+    profile = rec.observe(None, _review(1, "u", "s-de"))
+    assert store.searches == 0
+    rec.recommend("u", profile, k=3, now=T0 + 100)
+    assert store.searches == 1
+    drawn: list[list[int]] = []
+    monkeypatch.setattr(rec.rng, "sample", lambda rows, k: drawn.append(list(rows)) or list(rows)[:k])
+    rec.observe(profile, _review(2, "u", "s-ko"))
+    ranked = rec._last_candidates["u"][1]
+    assert store.searches == 1 and drawn == [[r for r in ranked.tolist() if r != rec.catalog.index.row("s-ko")]]
+    rec.observe(None, _review(3, "v", "f-en"))            # v was never ranked
+    assert store.searches == 1 and len(drawn) == 2
