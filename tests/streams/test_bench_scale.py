@@ -34,7 +34,7 @@ def test_a_tiny_catalog_gives_a_full_row_of_positive_finite_numbers(tmp_path: Pa
     assert row["details"]["events"] == 500 and row["details"]["recommends"] == 100
 
 
-def test_a_size_that_runs_out_of_time_reports_an_error_and_the_next_size_still_runs(tmp_path: Path) -> None:
+def test_a_size_over_the_memory_limit_is_killed_and_its_row_says_so(tmp_path: Path) -> None:
     rows = measure_catalog([200], events=10, seed=0, work_dir=tmp_path, max_rss_mb=1.0, echo=lambda _: None)
     assert rows[0]["items"] == 200 and "RSS" in rows[0]["error"] and rows[0]["observe_ms_p50"] is None
 
