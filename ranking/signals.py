@@ -286,11 +286,10 @@ class CoCounts:
         cols, vals, owner = self.lists.block(history_rows)
         if not cols.size:
             return cols, vals, owner
-        norm = np.sqrt(np.maximum(self.n, 1e-6))
         h = np.asarray(history_rows, np.int64)[owner]   # rows with pairs are inside `n`
-        values = vals / norm[h]
+        values = vals / np.sqrt(np.maximum(self.n[h], 1e-6))
         if cosine:
-            values = values / norm[cols]
+            values = values / np.sqrt(np.maximum(self.n[cols], 1e-6))
         if weights is not None:
             values = values * np.asarray(weights, np.float32)[owner]
         return cols, values, owner
