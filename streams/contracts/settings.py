@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir,
                             description="Exported models, broker jars, embedding cache")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; embedded Qdrant when unset")
+    users_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="Where the worker keeps the users table: `rocksdb` (on disk in data_dir, "
+        "memory flat in users, a restart recovers only the changelog written since) or `memory` "
+        "(everything in memory, a restart replays the whole changelog)")
+    users_cache_mb: int = Field(256, ge=1, description="RocksDB block cache of the users table, MiB "
+                                "(shared out over the partitions)")
+    standby_replicas: int = Field(1, ge=0, description="Faust table_standby_replicas: other workers "
+                                  "that keep a standby copy of each users-table partition")
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Encoder execution device")
     encoder_max_tokens: int = Field(256, ge=8, le=512)

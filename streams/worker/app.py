@@ -42,8 +42,9 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
         broker=connection.faust_broker_urls(),
         broker_credentials=connection.faust_credentials(),
         broker_commit_interval=COMMIT_INTERVAL_S,
-        store="memory://",
-        datadir=str(settings.data_dir / "faust"),
+        store=f"{settings.users_store}://",
+        table_standby_replicas=settings.standby_replicas,
+        datadir=str(settings.data_dir / "faust"),   # per worker: the RocksDB tables live here
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,

@@ -67,8 +67,7 @@ class WorkerContext:
     def owns(self, user_id: str) -> bool:
         """Whether this worker still holds the user's partition: after a rebalance the old
         owner must not send a ranking that lands after the new owner's fresher one."""
-        record = self.users.record(user_id)
-        partition = record.partition if record else None
+        partition = self.users.partition_of(user_id)
         return partition is None or partition in self.owned
 
     def user_partitions(self, tps: set[faust.types.TP]) -> set[int]:

@@ -40,7 +40,8 @@ class Maintenance:
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     async def gauges(self) -> None:
-        metrics.USERS.set(len(self.ctx.users))
+        metrics.USERS.set(self.ctx.users.count(self.ctx.owned))
+        self.ctx.users.index.prune()
         self.ctx.scheduler.forget_old()
 
     async def optimize_store(self) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 
 from streams.worker.context import WorkerContext
 from streams.worker.review_text_lane import ReviewTextLane
+from streams.worker.users_table import RECENT_S
 
 log = logging.getLogger(__name__)
 
-RERANK_AFTER_RECOVERY_S = 300.0   # users active this recently are re-ranked after a rebalance
+RERANK_AFTER_RECOVERY_S = RECENT_S   # users active this recently are re-ranked after a rebalance
 
 
 class Rebalance:
@@ -40,12 +41,16 @@ class Rebalance:
         table is recovered now, so the assigned partitions are owned from here on."""
         ctx = self.ctx
         ctx.owned = ctx.user_partitions(ctx.app.consumer.assignment())
+        # The users table indexes its writes as they happen; what a RocksDB store held before
+        # this process started is indexed once (one read of those partitions' values).
+        scanned = await ctx.users.index_local_state(ctx.owned)
+        if scanned:
+            log.info("indexed %d users-table values kept on disk", scanned)
         horizon = time.time() - RERANK_AFTER_RECOVERY_S
         count = 0
-        for user_id, record in list(ctx.users.items()):
-            if record and record.applied_at >= horizon:
-                ctx.scheduler.mark(user_id, record.last_event_id, time.time())
-                count += 1
+        for user_id, record in ctx.users.recently_applied(horizon, ctx.owned):
+            ctx.scheduler.mark(user_id, record.last_event_id, time.time())
+            count += 1
         if count:
             log.info("re-ranking %d recently active users after rebalance", count)
             ctx.wake_ranking()

@@ -161,7 +161,8 @@ class ReviewTextLane:
     def read_again(self) -> None:
         """After a rebalance: queue again, in the background, the texts that this worker's
         users still wait for (left by a crashed worker or by the partition's previous owner)."""
-        wanted = to_read(self.ctx.users.values(), self.ctx.owned, self.queued())
+        owned = self.ctx.owned
+        wanted = to_read(self.ctx.users.waiting_records(owned), owned, self.queued())
         if wanted:
             self.reader = asyncio.ensure_future(self._read(wanted))
 

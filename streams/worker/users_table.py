@@ -1,31 +1,61 @@
-"""The users table: one `UserRecord` per user, backed by a compacted changelog topic.
+"""The users table: one `UserRecord` per user, backed by a compacted changelog topic and stored
+on disk (Faust's RocksDB store, `rocksdict` driver) or, by setting, in memory.
 
 Writes name their changelog partition (the user's source partition, which recovery and the
 partition assignor rely on), and are remembered until the broker acknowledged them, so a
 batch is acknowledged only once its table writes are durable.
+
+The local store is never ahead of the changelog. A write is first held in memory (`_pending`,
+what reads see) and sent; once the broker acknowledged it, the same bytes go to the store and
+then, as Faust does, the changelog offset goes next to them (`persisted_offset`). A worker
+killed at any point therefore restarts with a store that equals the changelog up to its
+persisted offsets, and recovers only what was written after them: a write the broker never
+took is not in the store either, so its event is applied again rather than skipped as done.
+
+The worker asks two questions of all its users after a rebalance (which were active lately,
+which wait for review texts); `UsersIndex` answers them from memory instead of reading every
+record: it sees every write (ours, and others' through changelog recovery) and, once per
+process, the values a RocksDB store already held when the worker started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.serializers import codecs
+from faust.stores import rocksdb as faust_rocksdb
+from faust.types import EventT
 from faust.types.tuples import FutureMessage
 
 from streams.contracts.settings import Settings
 from streams.worker.app import changelog_name
-from streams.worker.user_record import UserRecord
+from streams.worker.user_record import UnknownRecordVersion, UserRecord
+
+log = logging.getLogger(__name__)
 
 RECORD_CODEC = "xlrec-user-record"
+RECENT_S = 300.0            # users written this recently are "recent" (re-ranked after a rebalance)
+MAX_RECENT = 200_000        # at most this many of them are remembered (the most recent)
+SCAN_CHUNK = 5_000          # values read from disk between two yields to the event loop
+# RocksDB per partition: small memtables (Faust's default is 3 x 64 MiB per partition), a bloom
+# filter of 10 bits per key (a user looked up in a partition that does not hold it costs no
+# read), and a block cache of `users_cache_mb` shared out over the partitions.
+ROCKSDB_OPTIONS: dict[str, Any] = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2,
+                                   "target_file_size_base": 32 << 20, "bloom_filter_size": 10}
 
 _changelog_partition: ContextVar[int | None] = ContextVar("xlrec_changelog_partition", default=None)
 
 
 class UserRecordCodec(codecs.Codec):
-    """Table values as `UserRecord` in memory and its compact JSON on the changelog."""
+    """Table values as `UserRecord` in memory and its compact bytes on the changelog and disk."""
 
     def _dumps(self, obj: Any) -> bytes:
         return obj.to_bytes() if isinstance(obj, UserRecord) else UserRecord.from_json(obj).to_bytes()
@@ -35,6 +65,120 @@ class UserRecordCodec(codecs.Codec):
 
 
 codecs.register(RECORD_CODEC, UserRecordCodec())
+
+
+def guess_partition(user_id: str | bytes, partitions: int) -> int:
+    """The partition the SDK producer (murmur2, like Java clients and aiokafka) sends a user to."""
+    key = user_id.encode() if isinstance(user_id, str) else user_id
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class UsersStore(faust_rocksdb.Store):
+    """Faust's RocksDB store (one database per partition) for the users table.
+
+    Faust's store puts and looks up a key in the database of the *current event's* partition;
+    the users agent takes batches that mix partitions and the review-text lane writes outside
+    any event, so here a write names its partition (`UsersTable.put`, through the changelog
+    acknowledgement) and a read finds the database that holds the key."""
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        partition = _changelog_partition.get()
+        if partition is None:
+            super()._set(key, value)
+            return
+        self.put_raw(partition, key, value)
+
+    def put_raw(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Store the changelog's bytes for a key in its partition's database (None deletes)."""
+        elsewhere = self._key_index.get(key)
+        if elsewhere is not None and elsewhere != partition and elsewhere in self._dbs:
+            self._dbs[elsewhere].delete(key)   # one copy per user, like the memory store
+        db = self._db_for_partition(partition)
+        if value is None:
+            db.delete(key)
+            self._key_index.pop(key, None)
+        else:
+            db.put(key, value)
+            self._key_index[key] = partition
+
+    def _get(self, key: bytes) -> bytes | None:
+        if key not in self._key_index and self._dbs:
+            guess = guess_partition(key, self.table.partitions or 1)
+            db = self._dbs.get(guess)
+            if db is not None and db.key_may_exist(key):
+                value = db.get(key)
+                if value is not None:
+                    self._key_index[key] = guess
+                    return value
+        found = self._get_bucket_for_key(key)
+        return found.value if found is not None else None
+
+    def _contains(self, key: bytes) -> bool:
+        return self._get(key) is not None
+
+    def partition_values(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) the partition's database holds (Faust's offset key left out)."""
+        yield from self._visible_items(self._db_for_partition(partition))
+
+    def estimated_keys(self, partitions: Iterable[int]) -> int:
+        """RocksDB's estimate of the keys in these partitions (no scan)."""
+        total = 0
+        for partition in partitions:
+            db = self._dbs.get(partition)
+            if db is not None:
+                total += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+        return total
+
+
+class UsersIndex:
+    """What the worker asks of all its users, kept as they are written: who was written lately
+    (user -> (applied_at, partition), oldest write first, bounded) and whose review texts wait
+    (user -> partition)."""
+
+    def __init__(self, recent_s: float = RECENT_S, max_recent: int = MAX_RECENT) -> None:
+        self.recent_s = recent_s
+        self.max_recent = max_recent
+        self.recent: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self.waiting: dict[str, int] = {}
+
+    def note(self, user_id: str, partition: int, applied_at: float, waits: bool, *, if_new: bool = False) -> None:
+        """A value written (or, `if_new`, found on disk: then only users not noted already)."""
+        if if_new and (user_id in self.recent or user_id in self.waiting):
+            return
+        if applied_at >= time.time() - self.recent_s:
+            self.recent[user_id] = (applied_at, partition)
+            self.recent.move_to_end(user_id)
+            while len(self.recent) > self.max_recent:
+                self.recent.popitem(last=False)
+        else:
+            self.recent.pop(user_id, None)
+        if waits:
+            self.waiting[user_id] = partition
+        else:
+            self.waiting.pop(user_id, None)
+
+    def forget(self, user_id: str) -> None:
+        self.recent.pop(user_id, None)
+        self.waiting.pop(user_id, None)
+
+    def prune(self) -> None:
+        horizon = time.time() - self.recent_s
+        while self.recent:
+            user_id, (applied_at, _) = next(iter(self.recent.items()))
+            if applied_at >= horizon:
+                break
+            del self.recent[user_id]
+
+    def recent_users(self, since: float, partitions: set[int]) -> list[str]:
+        self.prune()
+        return [u for u, (at, p) in self.recent.items() if at >= since and p in partitions]
+
+    def waiting_users(self, partitions: set[int]) -> list[str]:
+        return [u for u, p in self.waiting.items() if p in partitions]
+
+    def partition_of(self, user_id: str) -> int | None:
+        hit = self.recent.get(user_id)
+        return hit[1] if hit else self.waiting.get(user_id)
 
 
 class UsersTable(faust.Table):
@@ -49,7 +193,24 @@ class UsersTable(faust.Table):
         self.key_serializer = "raw"            # user_id as UTF-8, like the input topics' keys
         self.value_serializer = RECORD_CODEC
         self._unacked: list[asyncio.Future[Any]] = []
+        # user -> [record, partition, writes in flight]: written, not yet acknowledged
+        self._pending: dict[str, list[Any]] = {}
+        self._in_flight: dict[int, UserRecord] = {}   # id(FutureMessage) -> the record it carries
+        self.index = UsersIndex()
+        self._indexed: set[int] = set()              # partitions whose local values are indexed
 
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.data, UsersStore)
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        if str(url).startswith("rocksdb:"):
+            return UsersStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
+                              key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                              value_type=self.value_type, loop=self.loop, options=self.options)
+        return super()._new_store_by_url(url)
+
+    # ---- writes ---------------------------------------------------------------------------
     def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
         """Faust's changelog write, remembered until the broker acknowledged it (`acked`)."""
         write = super().send_changelog(*args, **kwargs)
@@ -67,15 +228,133 @@ class UsersTable(faust.Table):
         partition = _changelog_partition.get()
         return partition if partition is not None else super().partition_for_key(key)
 
+    def put(self, user_id: str, record: UserRecord, partition: int) -> None:
+        """Write a user's record to the changelog partition named; reads see it at once, the
+        local store once the broker acknowledged it (`_on_changelog_sent`)."""
+        pending = self._pending.get(user_id)
+        if pending is None:
+            self._pending[user_id] = [record, partition, 1]
+        else:
+            pending[0], pending[1], pending[2] = record, partition, pending[2] + 1
+        self.index.note(user_id, partition, record.applied_at, bool(record.waiting_texts))
+        write = self.send_changelog(partition, user_id, record)
+        self._in_flight[id(write)] = record
+
+    def _on_changelog_sent(self, fut: FutureMessage) -> None:
+        """The broker has the write: its bytes go to the local store, then (Faust) its offset."""
+        record = self._in_flight.pop(id(fut), None)
+        res = fut.result()
+        key = fut.message.key
+        user_id = key.decode() if isinstance(key, bytes) else str(key)
+        partition = res.topic_partition.partition
+        if isinstance(self.data, UsersStore) and isinstance(fut.message.value, bytes):
+            self.data.put_raw(partition, user_id.encode(), fut.message.value)
+        elif record is not None:
+            token = _changelog_partition.set(partition)
+            try:
+                self.data[user_id] = record
+            finally:
+                _changelog_partition.reset(token)
+        pending = self._pending.get(user_id)
+        if pending is not None:
+            pending[2] -= 1
+            if pending[2] <= 0:
+                del self._pending[user_id]
+        super()._on_changelog_sent(fut)
+
+    # ---- reads ----------------------------------------------------------------------------
     def record(self, user_id: str) -> UserRecord | None:
+        pending = self._pending.get(user_id)
+        if pending is not None:
+            return pending[0]
         return self.get(user_id)
 
-    def put(self, user_id: str, record: UserRecord, partition: int) -> None:
-        token = _changelog_partition.set(partition)
-        try:
-            self[user_id] = record
-        finally:
-            _changelog_partition.reset(token)
+    def __getitem__(self, user_id: Any) -> Any:
+        pending = self._pending.get(user_id)
+        return pending[0] if pending is not None else super().__getitem__(user_id)
+
+    def partition_of(self, user_id: str) -> int | None:
+        """The partition of a user's record, also when its partition was revoked (from the
+        index of recent writes): None for a user this worker has no trace of."""
+        pending = self._pending.get(user_id)
+        if pending is not None:
+            return pending[1]
+        hint = self.index.partition_of(user_id)
+        if hint is not None:
+            return hint
+        record = self.get(user_id)
+        return record.partition if record else None
+
+    def recently_applied(self, since: float, partitions: set[int]) -> list[tuple[str, UserRecord]]:
+        """(user, record) of the users of these partitions written at or after `since`."""
+        out = []
+        for user_id in self.index.recent_users(since, partitions):
+            record = self.record(user_id)
+            if record is not None and record.applied_at >= since:
+                out.append((user_id, record))
+        return out
+
+    def waiting_records(self, partitions: set[int]) -> list[UserRecord]:
+        """The records of these partitions' users whose review texts wait."""
+        out = []
+        for user_id in self.index.waiting_users(partitions):
+            record = self.record(user_id)
+            if record is not None and record.waiting_texts:
+                out.append(record)
+        return out
+
+    def count(self, partitions: set[int]) -> int:
+        """Users held for these partitions (RocksDB: its estimate, no scan)."""
+        if isinstance(self.data, UsersStore):
+            return self.data.estimated_keys(partitions)
+        return len(self)
+
+    # ---- the index: recovery and the state on disk at start -------------------------------
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        """Changelog records recovered (others' writes, or ours before a restart) are indexed."""
+        events = list(batch)
+        for event in events:
+            message = event.message
+            key = message.key.decode() if isinstance(message.key, bytes) else str(message.key)
+            if message.value is None:
+                self.index.forget(key)
+                continue
+            try:
+                applied_at, waits = _index_fields(message.value)
+            except (UnknownRecordVersion, ValueError) as exc:
+                log.warning("users-table value of %r not indexed: %s", key, exc)
+                continue
+            self.index.note(key, message.partition, applied_at, waits)
+        super().apply_changelog_batch(events)
+
+    async def index_local_state(self, partitions: set[int]) -> int:
+        """Once per process and partition: index the values a RocksDB store held before this
+        worker started (recovery only replays what came after them). Reads the partition's
+        values once, in chunks that let the event loop run. Returns the values read."""
+        store = self.data
+        todo = partitions - self._indexed
+        if not isinstance(store, UsersStore):
+            self._indexed |= todo
+            return 0
+        read = 0
+        for partition in sorted(todo):
+            self._indexed.add(partition)
+            for key, value in store.partition_values(partition):
+                try:
+                    applied_at, waits = _index_fields(value)
+                except (UnknownRecordVersion, ValueError):
+                    continue
+                self.index.note(key.decode(), partition, applied_at, waits, if_new=True)
+                read += 1
+                if read % SCAN_CHUNK == 0:
+                    await asyncio.sleep(0)
+        return read
+
+
+def _index_fields(value: Any) -> tuple[float, bool]:
+    if isinstance(value, UserRecord):
+        return value.applied_at, bool(value.waiting_texts)
+    return UserRecord.index_fields(value)
 
 
 def users_table(app: faust.App, settings: Settings) -> UsersTable:
@@ -84,7 +363,9 @@ def users_table(app: faust.App, settings: Settings) -> UsersTable:
                           key_serializer="raw", value_serializer=RECORD_CODEC,
                           partitions=settings.partitions, internal=True, compacting=True,
                           deleting=False, acks=False, maxsize=131_072, allow_empty=True)
+    options = {**ROCKSDB_OPTIONS,
+               "block_cache_size": max(1 << 20, (settings.users_cache_mb << 20) // settings.partitions)}
     table = UsersTable(app, name="users", key_type=str, partitions=settings.partitions,
-                       changelog_topic=changelog, beacon=app.tables.beacon,
+                       changelog_topic=changelog, beacon=app.tables.beacon, options=options,
                        help="User records (streams.worker.user_record)")
     return app.tables.add(table)  # type: ignore[return-value]

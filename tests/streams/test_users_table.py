@@ -1,0 +1,191 @@
+"""The users table's store: RocksDB by default (`XLREC_USERS_STORE`), memory by setting; writes
+reach the local store only once the broker acknowledged them (never ahead of the changelog);
+a record is found whatever partition's database holds it; and the index of recent users and
+of users waiting for review texts, which replaces reading every record after a rebalance."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+from faust.stores.memory import Store as MemoryStore
+from faust.types import TP
+from faust.types.tuples import RecordMetadata
+from pydantic import ValidationError
+
+from streams.contracts.settings import Settings
+from streams.worker.app import build_app
+from streams.worker.user_record import UserRecord
+from streams.worker.users_table import UsersStore, UsersTable, guess_partition, users_table
+
+PARTITIONS = 4
+
+
+def table_for(tmp_path: Path, **settings: Any) -> UsersTable:
+    config = Settings(topic_prefix="t.", data_dir=tmp_path, partitions=PARTITIONS, **settings)
+    app = build_app(config, web_enabled=False)
+    return users_table(app, config)
+
+
+def record(event: str, at: float | None = None, partition: int = 1, waiting: tuple[int, ...] = ()) -> UserRecord:
+    return UserRecord({"events": [event], "n": 1}, {f"clicks:{partition}": 5}, event,
+                      time.time() if at is None else at, waiting)
+
+
+class Sent:
+    """What `send_changelog` returns, as the broker acknowledges it (`acknowledge`)."""
+
+    def __init__(self, table: UsersTable) -> None:
+        self.table = table
+        self.writes: list[Any] = []
+        self.offset = 0
+
+    def __call__(self, partition: int, key: str, value: UserRecord) -> Any:
+        write = MagicMock()
+        write.message.key = key.encode()
+        write.message.value = value.to_bytes()
+        write.partition = partition
+        self.writes.append(write)
+        return write
+
+    def acknowledge(self) -> None:
+        for write in self.writes:
+            topic = self.table.changelog_topic.get_topic_name()
+            write.result.return_value = RecordMetadata(topic, write.partition, TP(topic, write.partition),
+                                                       self.offset, time.time(), 0)
+            self.offset += 1
+            self.table._on_changelog_sent(write)
+        self.writes = []
+
+
+def sending(table: UsersTable) -> Sent:
+    sent = Sent(table)
+    table.send_changelog = sent  # type: ignore[method-assign]
+    return sent
+
+
+def test_rocksdb_is_the_default_store_and_memory_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = table_for(tmp_path / "a")
+    assert str(table.app.conf.store).startswith("rocksdb:") and isinstance(table.data, UsersStore)
+    assert table.on_disk
+    assert table.app.conf.table_standby_replicas == 1
+    # The store lives in the worker's own data dir.
+    assert Path(table.app.conf.tabledir).is_relative_to(tmp_path / "a")
+    monkeypatch.setenv("XLREC_USERS_STORE", "memory")
+    monkeypatch.setenv("XLREC_STANDBY_REPLICAS", "0")
+    config = Settings(topic_prefix="t.", data_dir=tmp_path / "b")
+    assert config.users_store == "memory" and config.standby_replicas == 0
+    app = build_app(config, web_enabled=False)
+    memory = users_table(app, config)
+    assert str(app.conf.store).startswith("memory:") and isinstance(memory.data, MemoryStore)
+    assert not memory.on_disk and app.conf.table_standby_replicas == 0
+    monkeypatch.setenv("XLREC_USERS_STORE", "redis")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_the_block_cache_is_shared_out_over_the_partitions(tmp_path: Path) -> None:
+    table = table_for(tmp_path, users_cache_mb=64)
+    assert isinstance(table.data, UsersStore)
+    assert table.data.rocksdb_options.block_cache_size == (64 << 20) // PARTITIONS
+    assert table.data.rocksdb_options.write_buffer_size == 8 << 20
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+def test_a_write_reaches_the_store_only_once_acknowledged(tmp_path: Path, store: str) -> None:
+    table = table_for(tmp_path, users_store=store)
+    sent = sending(table)
+    first = record("e1", partition=2)
+    table.put("u1", first, 2)
+    assert table.record("u1") == first and table["u1"] == first     # reads see it at once
+    assert table.data.get("u1") is None                            # the store does not yet
+    second = record("e2", partition=2)
+    table.put("u1", second, 2)
+    sent.acknowledge()
+    assert table.data.get("u1") == second and table.record("u1") == second
+    assert table._pending == {} and table._in_flight == {}
+    if store == "rocksdb":
+        # Faust's persisted offset (where a restart resumes the changelog) follows the value.
+        topic = table.changelog_topic.get_topic_name()
+        assert table.persisted_offset(TP(topic, 2)) == 1
+
+
+def test_an_unacknowledged_write_is_never_on_disk(tmp_path: Path) -> None:
+    """Written, never acknowledged (the worker was killed): a new process does not find it."""
+    table = table_for(tmp_path)
+    sent = sending(table)
+    table.put("u1", record("e1"), 1)
+    sent.acknowledge()
+    table.put("u1", record("e2"), 1)        # in flight when the worker dies
+    table.put("u2", record("e3"), 1)
+    assert isinstance(table.data, UsersStore)
+    table.data._dbs.clear()                  # close the databases
+    again = table_for(tmp_path)
+    assert isinstance(again.data, UsersStore)
+    again.data._db_for_partition(1)          # assigned (Faust opens it then)
+    assert again.record("u1") is not None and again.record("u1").last_event_id == "e1"  # type: ignore[union-attr]
+    assert again.record("u2") is None
+
+
+def test_a_record_is_found_in_whichever_partition_holds_it(tmp_path: Path) -> None:
+    table = table_for(tmp_path)
+    sent = sending(table)
+    users = [f"user-{i}" for i in range(40)]
+    for i, user in enumerate(users):
+        table.put(user, record(user, partition=i % PARTITIONS), i % PARTITIONS)   # not the murmur2 partition
+    sent.acknowledge()
+    store = table.data
+    assert isinstance(store, UsersStore)
+    store._key_index.clear()
+    assert [table.record(u).last_event_id for u in users] == users  # type: ignore[union-attr]
+    assert any(guess_partition(u, PARTITIONS) != i % PARTITIONS for i, u in enumerate(users))
+    # A user written to another partition later keeps one copy, the new one.
+    table.put("user-0", record("moved", partition=3), 3)
+    sent.acknowledge()
+    store._key_index.clear()
+    assert table.record("user-0").last_event_id == "moved"  # type: ignore[union-attr]
+    assert store._dbs[0].get(b"user-0") is None
+
+
+def test_the_index_answers_recent_and_waiting_users_without_reading_the_table(tmp_path: Path) -> None:
+    table = table_for(tmp_path)
+    sent = sending(table)
+    now = time.time()
+    table.put("recent", record("e1", now, 1), 1)
+    table.put("old", record("e2", now - 3600, 1), 1)
+    table.put("waits", record("e3", now - 3600, 2, waiting=(7,)), 2)
+    table.put("elsewhere", record("e4", now, 3), 3)
+    sent.acknowledge()
+    assert [u for u, _ in table.recently_applied(now - 300, {1, 2})] == ["recent"]
+    assert [r.last_event_id for r in table.waiting_records({1, 2})] == ["e3"]
+    assert table.waiting_records({1}) == []
+    assert table.partition_of("elsewhere") == 3        # also once partition 3 is revoked
+    table.put("waits", record("e5", now - 3600, 2), 2)    # its text folded in
+    assert table.waiting_records({2}) == []
+
+
+@pytest.mark.anyio
+async def test_a_new_process_indexes_the_values_kept_on_disk_once(tmp_path: Path) -> None:
+    table = table_for(tmp_path)
+    sent = sending(table)
+    now = time.time()
+    table.put("recent", record("e1", now, 1), 1)
+    table.put("waits", record("e2", now - 3600, 1, waiting=(4,)), 1)
+    table.put("old", record("e3", now - 3600, 2), 2)
+    sent.acknowledge()
+    assert isinstance(table.data, UsersStore)
+    table.data._dbs.clear()
+    again = table_for(tmp_path)
+    assert again.recently_applied(now - 300, {1, 2}) == []       # nothing indexed yet
+    assert await again.index_local_state({1, 2}) == 3
+    assert [u for u, _ in again.recently_applied(now - 300, {1, 2})] == ["recent"]
+    assert [r.last_event_id for r in again.waiting_records({1, 2})] == ["e2"]
+    assert await again.index_local_state({1, 2}) == 0            # once per process
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
