@@ -62,6 +62,7 @@ class ItemCatalog:
         self.text_vec = np.zeros((0, dim), np.float32)   # own text, neutral, unit
         self.review_sum = np.zeros((0, dim), np.float32)
         self.n_reviews = np.zeros(0, np.int32)
+        self.reviews_pushed = np.zeros(0, np.int32)     # n_reviews when the store last got it
         self.n_events = np.zeros(0, np.int32)
         self.n_pos = np.zeros(0, np.int32)
         self.first_ts = np.zeros(0, np.float64)
@@ -74,7 +75,8 @@ class ItemCatalog:
     def __len__(self) -> int:
         return len(self.index)
 
-    ARRAYS = ("vec", "text_vec", "review_sum", "n_reviews", "n_events", "n_pos", "first_ts", "active")
+    ARRAYS = ("vec", "text_vec", "review_sum", "n_reviews", "reviews_pushed", "n_events", "n_pos",
+              "first_ts", "active")
     LISTS = ("titles", "declared_lang", "lang_counts")
 
     def rows_state(self, a: int, b: int) -> dict[str, Any]:
@@ -102,8 +104,7 @@ class ItemCatalog:
         row, created = self.index.add(item_id)
         if created:
             n = len(self.index)
-            for name in ("vec", "text_vec", "review_sum", "n_reviews", "n_events", "n_pos",
-                         "first_ts", "active"):
+            for name in self.ARRAYS:
                 setattr(self, name, grow(getattr(self, name), n))
             self.first_ts[row] = ts
             self.newest.update(row, ts)

@@ -43,8 +43,9 @@ from ranking.vectors import LanguageCentering
 Profile = dict[str, Any]
 
 
-SNAPSHOT_VERSION = 4   # 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
+SNAPSHOT_VERSION = 5   # 5: reviews_pushed; 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
 SNAPSHOT_ROWS = 1024   # items per snapshot piece: a few milliseconds of the engine thread
+STORE_MOVE_SHARE = 0.1   # see `_moved`
 LEARN_FROM_LAST_S = 3600.0      # a ranking this recent gives a learning event its candidates
 LEARN_FROM_LAST_USERS = 10_000  # users whose last candidates are kept (least recent go first)
 # Trend columns that candidates are drawn from (three horizons), and the language trend's.
@@ -192,9 +193,10 @@ class Recommender:
             self.centering.learn(raw, event.lang)
             neutral = self.centering.neutral(raw, event.lang)
         # The store holds what search needs, the vector and the languages, not the counts.
-        if neutral is not None or (event.lang and event.lang not in self.catalog.lang_counts[row]):
-            self._push(row)
+        new_lang = bool(event.lang) and event.lang not in self.catalog.lang_counts[row]
         self.catalog.add_event(row, positive, event.lang, neutral)
+        if new_lang or (neutral is not None and self._moved(row)):
+            self._push(row)
         self.trend.add(row, event.ts)
         if event.lang:
             self._lang_counter(event.lang).add(row, event.ts)
@@ -223,7 +225,8 @@ class Recommender:
         row = self.catalog.index.row(event.item_id)
         if row is not None:
             self.catalog.add_review(row, neutral)
-            self._push(row)
+            if self._moved(row):
+                self._push(row)
         self._changed()
         if profile is None:
             return None
@@ -400,6 +403,17 @@ class Recommender:
         rows = (self.catalog.index.row(i) for i in item_ids)
         return [r for r in rows if r is not None]
 
+    def _moved(self, row: int) -> bool:
+        """Whether the item's vector moved enough since the store last got it to write it
+        again: once the reviews since then are a tenth of those it had. A review moves an
+        item's vector by about 1 / (its reviews + 2), so the stored vector stays within a few
+        percent of the live one (which ranking itself uses), and a popular item is written
+        O(log reviews) times instead of once per review: every write is an unindexed point
+        that each search scans until the ANN index is built again."""
+        c = self.catalog
+        pushed = int(c.reviews_pushed[row])
+        return int(c.n_reviews[row]) - pushed >= max(1.0, STORE_MOVE_SHARE * pushed)
+
     def _push(self, row: int) -> None:
         """Mark an item for the vector store; `flush_store` writes it. Events move an item's
         vector or languages one at a time, so a batch of events writes each item once."""
@@ -412,6 +426,7 @@ class Recommender:
         rows = [r for r in sorted(self._unpushed) if c.active[r] and c.vec[r].any()]
         self.store.upsert([ItemPoint(c.index.ids[r], c.vec[r].copy(), {
             "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r])}) for r in rows])
+        c.reviews_pushed[rows] = c.n_reviews[rows]
         self._unpushed.clear()  # only once written: a store outage must not drop them
 
     def _context(self, profile: Profile | None, query: np.ndarray | None) -> UserContext:

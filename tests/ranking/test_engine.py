@@ -202,6 +202,28 @@ def test_the_store_is_written_only_when_what_search_reads_changes() -> None:
     assert store.written == ["s-fr"] * 3
 
 
+def test_a_popular_item_is_written_a_few_times_not_once_per_review() -> None:
+    """Each write is an unindexed point that every search scans until the index is rebuilt:
+    an item is written again once its reviews grew by a tenth since the last write, and the
+    stored vector stays close to the one ranking uses."""
+    store = CountingStore(32)
+    rec = Recommender(store, FakeEncoder(32))
+    rec.upsert_items([ItemEvent(item_id=i, title=t, lang=lang, description=w, ts=T0)
+                      for i, (t, lang, w) in ITEMS.items()])
+    store.written.clear()
+    words = ["space", "farm", "zombie", "stars", "cows", "night", "ship", "dark"]
+    for n in range(300):
+        text = " ".join(words[(n * k) % len(words)] for k in (1, 3, 5))
+        rec.observe(None, ReviewEvent(event_id=f"r{n}", user_id=f"u{n}", item_id="s-fr", ts=T0 + n,
+                                      text=text, lang="fr", voted_up=True))
+        rec.flush_store()
+    writes = store.written.count("s-fr")
+    assert 10 <= writes <= 70, writes                 # ~log(300) / log(1.1), not 300
+    row = rec.catalog.index.row("s-fr")
+    stored = store.get(["s-fr"])["s-fr"].vector
+    assert float(stored @ rec.catalog.vec[row]) > 0.99
+
+
 class SearchCountingStore(MemoryStore):
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
