@@ -60,7 +60,11 @@ class ItemCatalog:
         self.index = ItemIndex()
         self.vec = np.zeros((0, dim), np.float32)        # blended unit vector (0 = none yet)
         self.text_vec = np.zeros((0, dim), np.float32)   # own text, neutral, unit
-        self.review_sum = np.zeros((0, dim), np.float32)
+        # The sum of an item's review vectors, kept only for items with reviews: in a large
+        # catalog most items have none, and a dense array would cost as much as `vec`.
+        self.review_slot = np.zeros(0, np.int32)          # 1 + its row in review_sums; 0: none
+        self.review_sums = np.zeros((0, dim), np.float32)
+        self.n_reviewed = 0
         self.n_reviews = np.zeros(0, np.int32)
         self.reviews_pushed = np.zeros(0, np.int32)     # n_reviews when the store last got it
         self.n_events = np.zeros(0, np.int32)
@@ -75,13 +79,14 @@ class ItemCatalog:
     def __len__(self) -> int:
         return len(self.index)
 
-    ARRAYS = ("vec", "text_vec", "review_sum", "n_reviews", "reviews_pushed", "n_events", "n_pos",
-              "first_ts", "active")
+    ARRAYS = ("vec", "text_vec", "n_reviews", "reviews_pushed", "n_events", "n_pos", "first_ts", "active")
     LISTS = ("titles", "declared_lang", "lang_counts")
 
     def rows_state(self, a: int, b: int) -> dict[str, Any]:
         """Rows a..b of every per-item field (for a snapshot taken piece by piece)."""
-        return {name: getattr(self, name)[a:b] for name in self.ARRAYS + self.LISTS}
+        slots = self.review_slot[a:b]
+        return {**{name: getattr(self, name)[a:b] for name in self.ARRAYS + self.LISTS},
+                "reviewed": slots > 0, "review_sums": self.review_sums[slots[slots > 0] - 1]}
 
     @classmethod
     def from_rows(cls, dim: int, ids: list[str], pieces: list[dict[str, Any]]) -> ItemCatalog:
@@ -95,6 +100,12 @@ class ItemCatalog:
         for name in cls.LISTS:
             setattr(catalog, name, [v for p in pieces for v in p[name]])
         n = len(ids)
+        reviewed = np.concatenate([p["reviewed"] for p in pieces]) if pieces else np.zeros(0, bool)
+        catalog.n_reviewed = int(reviewed.sum())
+        catalog.review_slot = np.zeros(n, np.int32)
+        catalog.review_slot[reviewed] = np.arange(1, catalog.n_reviewed + 1)
+        if pieces:
+            catalog.review_sums = np.concatenate([p["review_sums"] for p in pieces])
         newest = np.argsort(catalog.first_ts[:n], kind="stable")[-NEWEST:]
         for row in newest.tolist():
             catalog.newest.update(row, float(catalog.first_ts[row]))
@@ -104,7 +115,7 @@ class ItemCatalog:
         row, created = self.index.add(item_id)
         if created:
             n = len(self.index)
-            for name in self.ARRAYS:
+            for name in (*self.ARRAYS, "review_slot"):
                 setattr(self, name, grow(getattr(self, name), n))
             self.first_ts[row] = ts
             self.newest.update(row, ts)
@@ -154,12 +165,20 @@ class ItemCatalog:
 
     def add_review(self, row: int, review_vector: np.ndarray) -> None:
         """Fold one (neutral) review vector into the item's vector."""
-        self.review_sum[row] += review_vector
+        slot = int(self.review_slot[row]) - 1
+        if slot < 0:
+            slot = self.n_reviewed
+            self.n_reviewed += 1
+            self.review_sums = grow(self.review_sums, self.n_reviewed)
+            self.review_slot[row] = slot + 1
+        self.review_sums[slot] += review_vector
         self.n_reviews[row] += 1
         self._blend(row)
 
     def _blend(self, row: int) -> None:
-        self.vec[row] = unit(TITLE_WEIGHT * self.text_vec[row] + self.review_sum[row])
+        slot = int(self.review_slot[row]) - 1
+        own = TITLE_WEIGHT * self.text_vec[row]
+        self.vec[row] = unit(own + self.review_sums[slot] if slot >= 0 else own)
 
     def main_lang(self, row: int) -> str | None:
         """The language most of the item's events so far were in, else its declared one."""

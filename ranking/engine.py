@@ -43,7 +43,7 @@ from ranking.vectors import LanguageCentering
 Profile = dict[str, Any]
 
 
-SNAPSHOT_VERSION = 5   # 5: reviews_pushed; 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
+SNAPSHOT_VERSION = 6   # 6: review sums of reviewed items only; 5: reviews_pushed; 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
 SNAPSHOT_ROWS = 1024   # items per snapshot piece: a few milliseconds of the engine thread
 STORE_MOVE_SHARE = 0.1   # see `_moved`
 LEARN_FROM_LAST_S = 3600.0      # a ranking this recent gives a learning event its candidates
