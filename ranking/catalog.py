@@ -58,12 +58,14 @@ class ItemCatalog:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.index = ItemIndex()
-        self.vec = np.zeros((0, dim), np.float32)        # blended unit vector (0 = none yet)
-        self.text_vec = np.zeros((0, dim), np.float32)   # own text, neutral, unit
-        # The sum of an item's review vectors, kept only for items with reviews: in a large
-        # catalog most items have none, and a dense array would cost as much as `vec`.
+        self.text_vec = np.zeros((0, dim), np.float32)   # own text, neutral, unit (0 = none)
+        # An item's vector is its text blended with its reviews (`vectors`): without reviews,
+        # its text vector itself. The review sum and the blend are kept only for items with
+        # reviews: in a large catalog most have none, and dense arrays would cost 2 x 1.5 GB
+        # at a million items.
         self.review_slot = np.zeros(0, np.int32)          # 1 + its row in review_sums; 0: none
         self.review_sums = np.zeros((0, dim), np.float32)
+        self.blended = np.zeros((0, dim), np.float32)     # unit(TITLE_WEIGHT * text + reviews)
         self.n_reviewed = 0
         self.n_reviews = np.zeros(0, np.int32)
         self.reviews_pushed = np.zeros(0, np.int32)     # n_reviews when the store last got it
@@ -79,7 +81,7 @@ class ItemCatalog:
     def __len__(self) -> int:
         return len(self.index)
 
-    ARRAYS = ("vec", "text_vec", "n_reviews", "reviews_pushed", "n_events", "n_pos", "first_ts", "active")
+    ARRAYS = ("text_vec", "n_reviews", "reviews_pushed", "n_events", "n_pos", "first_ts", "active")
     LISTS = ("titles", "declared_lang", "lang_counts")
 
     def rows_state(self, a: int, b: int) -> dict[str, Any]:
@@ -106,6 +108,9 @@ class ItemCatalog:
         catalog.review_slot[reviewed] = np.arange(1, catalog.n_reviewed + 1)
         if pieces:
             catalog.review_sums = np.concatenate([p["review_sums"] for p in pieces])
+        catalog.blended = np.zeros_like(catalog.review_sums)
+        for row in np.flatnonzero(reviewed).tolist():
+            catalog._blend(row)
         newest = np.argsort(catalog.first_ts[:n], kind="stable")[-NEWEST:]
         for row in newest.tolist():
             catalog.newest.update(row, float(catalog.first_ts[row]))
@@ -170,6 +175,7 @@ class ItemCatalog:
             slot = self.n_reviewed
             self.n_reviewed += 1
             self.review_sums = grow(self.review_sums, self.n_reviewed)
+            self.blended = grow(self.blended, self.n_reviewed)
             self.review_slot[row] = slot + 1
         self.review_sums[slot] += review_vector
         self.n_reviews[row] += 1
@@ -177,8 +183,28 @@ class ItemCatalog:
 
     def _blend(self, row: int) -> None:
         slot = int(self.review_slot[row]) - 1
-        own = TITLE_WEIGHT * self.text_vec[row]
-        self.vec[row] = unit(own + self.review_sums[slot] if slot >= 0 else own)
+        if slot >= 0:
+            self.blended[slot] = unit(TITLE_WEIGHT * self.text_vec[row] + self.review_sums[slot])
+
+    def vectors(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        """[len(rows), dim]: each item's vector (0 = none yet), unit length."""
+        rows = np.asarray(rows, np.int64)
+        out = self.text_vec[rows]
+        slots = self.review_slot[rows]
+        reviewed = slots > 0
+        out[reviewed] = self.blended[slots[reviewed] - 1]
+        return out
+
+    def vector(self, row: int) -> np.ndarray:
+        slot = int(self.review_slot[row]) - 1
+        return (self.blended[slot] if slot >= 0 else self.text_vec[row]).copy()
+
+    def scores(self, query: np.ndarray, n: int) -> np.ndarray:
+        """The first n items' vectors times `query`, without building their matrix."""
+        out = self.text_vec[:n] @ query
+        reviewed = np.flatnonzero(self.review_slot[:n])
+        out[reviewed] = self.blended[self.review_slot[reviewed] - 1] @ query
+        return out
 
     def main_lang(self, row: int) -> str | None:
         """The language most of the item's events so far were in, else its declared one."""

@@ -43,7 +43,8 @@ from ranking.vectors import LanguageCentering
 Profile = dict[str, Any]
 
 
-SNAPSHOT_VERSION = 6   # 6: review sums of reviewed items only; 5: reviews_pushed; 4: pieces of rows; 3: sparse item-to-item counts; 2: the scorer's unfinished batch
+SNAPSHOT_VERSION = 7   # 7: blended vectors of reviewed items only; 6: sparse review sums;
+#                        5: reviews_pushed; 4: pieces; 3: sparse item-to-item counts
 SNAPSHOT_ROWS = 1024   # items per snapshot piece: a few milliseconds of the engine thread
 STORE_MOVE_SHARE = 0.1   # see `_moved`
 LEARN_FROM_LAST_S = 3600.0      # a ranking this recent gives a learning event its candidates
@@ -204,7 +205,7 @@ class Recommender:
         self.cooc.add(row, history)
         self.cooc_recent.add(row, history, event.ts)
         self.transitions.add(row, history[-3:])
-        item_vec = self.catalog.vec[row]
+        item_vec = self.catalog.vector(row)
         new = profiles.apply_event(
             profile, user_id=event.user_id, event_id=event.event_id, item_id=event.item_id,
             ts=event.ts, kind="review" if is_review else "click", positive=positive,
@@ -266,14 +267,14 @@ class Recommender:
         scores = x @ weights
         by_query = None
         if ctx.query is not None:
-            by_query = self.config.query_weight * _z(self.catalog.vec[rows] @ ctx.query)
+            by_query = self.config.query_weight * _z(self.catalog.vectors(rows) @ ctx.query)
             scores = _z(scores) + by_query
         order = np.lexsort((rows, -scores))
         rows, scores, x = rows[order], scores[order], x[order]
         if by_query is not None:
             by_query = by_query[order]
         pool = min(len(rows), self.config.mmr_pool * k)
-        picked = mmr(rows[:pool], scores[:pool], self.catalog.vec[rows[:pool]], k,
+        picked = mmr(rows[:pool], scores[:pool], self.catalog.vectors(rows[:pool]), k,
                      self.config.mmr_lambda)
         diversified = [self.catalog.index.ids[rows[j]] for j in picked]
         rng = random.Random(zlib.crc32(f"{self.seed}:{user_id}:{now}".encode()))
@@ -423,8 +424,9 @@ class Recommender:
         """Mirror the items changed since the last flush into the vector store in one upsert
         (only active items with a vector are searchable)."""
         c = self.catalog
-        rows = [r for r in sorted(self._unpushed) if c.active[r] and c.vec[r].any()]
-        self.store.upsert([ItemPoint(c.index.ids[r], c.vec[r].copy(), {
+        vectors = {r: c.vector(r) for r in sorted(self._unpushed) if c.active[r]}
+        rows = [r for r, v in vectors.items() if v.any()]
+        self.store.upsert([ItemPoint(c.index.ids[r], vectors[r], {
             "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r])}) for r in rows])
         c.reviews_pushed[rows] = c.n_reviews[rows]
         self._unpushed.clear()  # only once written: a store outage must not drop them
@@ -501,7 +503,7 @@ class Recommender:
         """The k items closest to `vector` among the first n, by exact dot product (items
         without a vector score 0 and are left out)."""
         rows = np.arange(n)
-        scores = self.catalog.vec[:n] @ vector
+        scores = self.catalog.scores(vector, n)
         ok = keep(rows) & (scores != 0.0)
         v = np.where(ok, scores, -np.inf)
         top = np.argpartition(-v, k)[:k] if k < n else rows
@@ -543,7 +545,7 @@ class Recommender:
         if group == "query":
             return reasons.QUERY
         if group == "content" and hist:
-            sims = c.vec[hist] @ c.vec[row]
+            sims = c.vectors(hist) @ c.vector(row)
             j = int(np.argmax(sims))
             return reasons.similar_to(c.title(hist[j]),
                                       ctx.history_weights[j] == self.profile_config.click_weight,

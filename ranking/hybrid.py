@@ -146,7 +146,7 @@ class Signals:
         x = np.zeros((len(rows), len(FEATURES)))
         if not rows.size:
             return x
-        vec = c.vec[rows]
+        vec = c.vectors(rows)
         if ctx.interest is not None:
             x[:, _col("content")] = vec @ ctx.interest
             x[:, _col("content_text")] = c.text_vec[rows] @ ctx.interest

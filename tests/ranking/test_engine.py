@@ -221,7 +221,7 @@ def test_a_popular_item_is_written_a_few_times_not_once_per_review() -> None:
     assert 10 <= writes <= 70, writes                 # ~log(300) / log(1.1), not 300
     row = rec.catalog.index.row("s-fr")
     stored = store.get(["s-fr"])["s-fr"].vector
-    assert float(stored @ rec.catalog.vec[row]) > 0.99
+    assert float(stored @ rec.catalog.vector(row)) > 0.99
 
 
 class SearchCountingStore(MemoryStore):

@@ -43,8 +43,9 @@ def _reference_features(rec: Recommender, ctx: UserContext, now: float) -> np.nd
     c, n = rec.catalog, len(rec.catalog)
     zeros = np.zeros(n, np.float32)
     f: dict[str, np.ndarray] = {}
-    f["content"] = c.vec[:n] @ ctx.interest if ctx.interest is not None else zeros
-    f["content_own"] = c.vec[:n] @ ctx.own if ctx.own is not None else zeros
+    vec = np.stack([c.vector(r) for r in range(n)])
+    f["content"] = vec @ ctx.interest if ctx.interest is not None else zeros
+    f["content_own"] = vec @ ctx.own if ctx.own is not None else zeros
     f["content_text"] = c.text_vec[:n] @ ctx.interest if ctx.interest is not None else zeros
     rows, pos_w = ctx.history_rows, [max(w, 0.0) for w in ctx.history_weights]
     total, best = _co_scores(rec.cooc, rows, pos_w, n)

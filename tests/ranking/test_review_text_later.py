@@ -39,7 +39,7 @@ def test_text_folded_in_later_matches_text_with_the_event() -> None:
     assert p_now is not None and p_later is not None
     np.testing.assert_allclose(P.own_review_vector(p_now), P.own_review_vector(p_later), atol=1e-6)
     assert abs(p_now["own_w"] - p_later["own_w"]) < 1e-4
-    np.testing.assert_allclose(now.catalog.vec[:2], later.catalog.vec[:2], atol=1e-6)
+    np.testing.assert_allclose(now.catalog.vectors([0, 1]), later.catalog.vectors([0, 1]), atol=1e-6)
     assert later.add_review_text(None, _reviews()[0], np.ones(32, np.float32)) is None
 
 
