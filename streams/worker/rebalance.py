@@ -48,8 +48,9 @@ class Rebalance:
             log.info("indexed %d users-table values kept on disk", scanned)
         horizon = time.time() - RERANK_AFTER_RECOVERY_S
         count = 0
-        for user_id, record in ctx.users.recently_applied(horizon, ctx.owned):
-            ctx.scheduler.mark(user_id, record.last_event_id, time.time())
+        for user_id in ctx.users.recent_users(horizon, ctx.owned):
+            # The ranking names the last event of the record it ranks (RankingLoop.rank_batch).
+            ctx.scheduler.mark(user_id, None, time.time())
             count += 1
         if count:
             log.info("re-ranking %d recently active users after rebalance", count)

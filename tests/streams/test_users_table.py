@@ -159,7 +159,7 @@ def test_the_index_answers_recent_and_waiting_users_without_reading_the_table(tm
     table.put("waits", record("e3", now - 3600, 2, waiting=(7,)), 2)
     table.put("elsewhere", record("e4", now, 3), 3)
     sent.acknowledge()
-    assert [u for u, _ in table.recently_applied(now - 300, {1, 2})] == ["recent"]
+    assert table.recent_users(now - 300, {1, 2}) == ["recent"]
     assert [r.last_event_id for r in table.waiting_records({1, 2})] == ["e3"]
     assert table.waiting_records({1}) == []
     assert table.partition_of("elsewhere") == 3        # also once partition 3 is revoked
@@ -179,9 +179,9 @@ async def test_a_new_process_indexes_the_values_kept_on_disk_once(tmp_path: Path
     assert isinstance(table.data, UsersStore)
     table.data._dbs.clear()
     again = table_for(tmp_path)
-    assert again.recently_applied(now - 300, {1, 2}) == []       # nothing indexed yet
+    assert again.recent_users(now - 300, {1, 2}) == []       # nothing indexed yet
     assert await again.index_local_state({1, 2}) == 3
-    assert [u for u, _ in again.recently_applied(now - 300, {1, 2})] == ["recent"]
+    assert again.recent_users(now - 300, {1, 2}) == ["recent"]
     assert [r.last_event_id for r in again.waiting_records({1, 2})] == ["e2"]
     assert await again.index_local_state({1, 2}) == 0            # once per process
 
