@@ -129,10 +129,10 @@ class Signals:
         if rows:
             pos_w = [max(w, 0.0) for w in ctx.history_weights]
             cols, terms, owner = cooc.terms(rows, pos_w)
-            items, total, best = merge(cols, terms)
+            items, total, best = merge(cols, terms, len(cooc.n))
             self.sparse["cooc"], self.sparse["cooc_max"] = (items, _rel(total)), (items, best)
             recent = owner >= len(rows) - 3              # the last three items alone
-            items, last, _ = merge(cols[recent], terms[recent])
+            items, last, _ = merge(cols[recent], terms[recent], len(cooc.n))
             self.sparse["cooc_last"] = (items, _rel(last))
             items, recent, _ = cooc_recent.sparse_scores(rows, pos_w, cosine=False)
             self.sparse["cooc_recent"] = (items, _rel(recent))

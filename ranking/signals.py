@@ -19,6 +19,7 @@ from ranking.catalog import grow
 from ranking.top_rows import TopRows
 
 HOUR = 3600.0
+DENSE_MERGE_ROWS = 50_000   # up to this many items, sparse scores are summed in dense arrays
 
 
 class DecayedCounts:
@@ -215,12 +216,22 @@ class NeighbourLists:
                 self.slots[row] = {int(c): i for i, c in enumerate(self.cols[row].tolist())}
 
 
-def merge(cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sorted unique columns, sum per column, max per column) of values given per entry."""
+def merge(cols: np.ndarray, values: np.ndarray, n: int | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted unique columns, sum per column, max per column) of values given per entry.
+    With the number of rows `n` when it is small next to the entries, counted in dense arrays
+    (a tenth of the time of the sort that large catalogs use)."""
     if not cols.size:
         return cols, np.zeros(0, np.float32), np.zeros(0, np.float32)
+    values = values.astype(np.float32)
+    if n is not None and n <= max(DENSE_MERGE_ROWS, 8 * cols.size):
+        items = np.flatnonzero(np.bincount(cols, minlength=n))
+        sums = np.bincount(cols, weights=values, minlength=n)[items].astype(np.float32)
+        maxs = np.zeros(n, np.float32)
+        np.maximum.at(maxs, cols, values)
+        return items, sums, maxs[items]
     order = np.argsort(cols, kind="stable")
-    cols, values = cols[order], values[order].astype(np.float32)
+    cols, values = cols[order], values[order]
     starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
     return cols[starts], np.add.reduceat(values, starts), np.maximum.reduceat(values, starts)
 
@@ -278,7 +289,7 @@ class CoCounts:
         for the items co-occurring with any of the history (all others score 0); `cosine=False`
         divides by sqrt(n_j) of the history item only, so the candidate's own (recent)
         popularity counts too."""
-        return merge(*self.terms(history_rows, weights, cosine=cosine)[:2])
+        return merge(*self.terms(history_rows, weights, cosine=cosine)[:2], len(self.n))
 
     def terms(self, history_rows: Sequence[int], weights: Sequence[float] | None = None,
               *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -342,7 +353,7 @@ class Transitions:
         if cols.size:
             prev = np.asarray(previous_rows, np.int64)[owner]
             vals = vals / np.maximum(self.out[prev], 1.0)
-        items, total, _ = merge(cols, vals)
+        items, total, _ = merge(cols, vals, len(self.out))
         return items, total
 
 

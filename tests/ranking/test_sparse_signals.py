@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from ranking.signals import HOUR, CoCounts, DecayedCounts, NeighbourLists, Transitions
+from ranking.signals import HOUR, CoCounts, DecayedCounts, NeighbourLists, Transitions, merge
 from ranking.top_rows import TopRows
 
 T0 = 1.6e9
@@ -91,3 +91,12 @@ def test_transitions_are_normalised_by_what_followed_each_item() -> None:
     for prev, nxt in ((0, 1), (0, 1), (0, 2), (3, 1)):
         t.add(nxt, [prev])
     np.testing.assert_allclose(t.scores([0, 3], 4), [0.0, 2 / 3 + 1.0, 1 / 3, 0.0])
+
+
+def test_merge_counts_the_same_in_dense_arrays_and_by_sorting() -> None:
+    rng = np.random.default_rng(5)
+    cols, values = rng.integers(0, 300, 2000), rng.random(2000).astype(np.float32)
+    by_sort, in_dense = merge(cols, values), merge(cols, values, 300)
+    np.testing.assert_array_equal(by_sort[0], in_dense[0])
+    np.testing.assert_allclose(by_sort[1], in_dense[1], rtol=1e-5)
+    np.testing.assert_array_equal(by_sort[2], in_dense[2])
