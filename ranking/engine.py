@@ -35,7 +35,7 @@ from ranking.events import ItemEvent, ReviewEvent, UserEvent
 from ranking.hybrid import (COOC_HALF_LIFE_H, FEATURE_GROUPS, FEATURES, GROUP_MATRIX,
                             LANG_HALF_LIVES_H, TREND_HALF_LIVES_H, HybridConfig, PairwiseScorer,
                             Signals, UserContext, explore, mmr)
-from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions
+from ranking.signals import DENSE_MERGE_ROWS, HOUR, CoCounts, DecayedCounts, Transitions
 from ranking.store import ItemPoint, VectorStore
 from encoders.files import atomic_open
 from ranking.vectors import LanguageCentering
@@ -467,9 +467,16 @@ class Recommender:
         cfg, c = self.config, self.catalog
         banned_rows = np.asarray(self._rows(list(banned)), np.int64)
 
+        allowed = None
+        if s.n <= DENSE_MERGE_ROWS:            # a small catalog: one mask, then lookups
+            allowed = c.active[: s.n].copy()
+            allowed[banned_rows[banned_rows < s.n]] = False
+
         def keep(rows: np.ndarray) -> np.ndarray:
-            # banned: a user's history, tens of items; a broadcast beats np.isin's sort
-            ok = c.active[rows] & ~(rows[:, None] == banned_rows[None, :]).any(axis=1)
+            if allowed is not None:
+                ok = allowed[rows]
+            else:  # banned: a user's history, tens of items; a broadcast beats np.isin's sort
+                ok = c.active[rows] & ~(rows[:, None] == banned_rows[None, :]).any(axis=1)
             if lang is not None:
                 ok &= np.asarray([lang in c.langs(r) for r in rows.tolist()], bool)
             return ok
@@ -496,7 +503,8 @@ class Recommender:
         if counter is not None:
             picked.append(counter.best(LANG_168H, cfg.n_lang, keep))
         picked.append(c.newest.best(cfg.n_fresh, keep))
-        return np.unique(np.concatenate(picked))
+        rows = np.sort(np.concatenate(picked))
+        return rows[np.r_[True, rows[1:] != rows[:-1]]] if rows.size else rows
 
     def _exact_content(self, vector: np.ndarray, n: int, keep: Callable[[np.ndarray], np.ndarray],
                        k: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import pandas as pd
 from river import linear_model, optim, preprocessing
 
 from ranking.catalog import ItemCatalog
-from ranking.signals import HOUR, CoCounts, DecayedCounts, Transitions, merge
+from ranking.signals import DENSE_MERGE_ROWS, HOUR, CoCounts, DecayedCounts, Transitions, merge
 
 TREND_HALF_LIVES_H = (3.0, 12.0, 24.0, 72.0, 168.0, 720.0)
 COOC_HALF_LIFE_H = 168.0   # recent co-occurrence: pairs that are being reviewed together now
@@ -138,10 +138,35 @@ class Signals:
             self.sparse["cooc_recent"] = (items, _rel(recent))
             items, following = transitions.sparse_scores(rows[-3:])
             self.sparse["next"] = (items, _rel(following))
+        self._known: tuple[np.ndarray, np.ndarray] | None = None   # (sorted rows, their matrix)
+        # A small catalog reads them from dense arrays: one gather instead of a search
+        self.dense: dict[str, np.ndarray] = {}
+        if self.n <= DENSE_MERGE_ROWS:
+            for name, (items, values) in self.sparse.items():
+                self.dense[name] = full = np.zeros(self.n, np.float32)
+                full[items[items < self.n]] = values[items < self.n]
 
     def matrix(self, rows: np.ndarray) -> np.ndarray:
-        """[len(rows), len(FEATURES)] float64."""
+        """[len(rows), len(FEATURES)] float64. The rows of the last sorted set asked for (a
+        ranking's candidates) are kept: learning from the user's next event reads its
+        negatives among them."""
         rows = np.asarray(rows, np.int64)
+        if self._known is not None and rows.size:
+            known_rows, known_x = self._known
+            at = np.minimum(np.searchsorted(known_rows, rows), known_rows.size - 1)
+            hit = known_rows[at] == rows
+            if hit.all():
+                return known_x[at]
+            x = np.empty((len(rows), len(FEATURES)))
+            x[hit] = known_x[at[hit]]
+            x[~hit] = self._compute(rows[~hit])
+            return x
+        x = self._compute(rows)
+        if rows.size > 1 and (rows[1:] > rows[:-1]).all():
+            self._known = (rows, x)
+        return x
+
+    def _compute(self, rows: np.ndarray) -> np.ndarray:
         c, ctx, now = self.catalog, self.ctx, self.now
         x = np.zeros((len(rows), len(FEATURES)))
         if not rows.size:
@@ -153,7 +178,8 @@ class Signals:
         if ctx.own is not None:
             x[:, _col("content_own")] = vec @ ctx.own
         for name, (items, values) in self.sparse.items():
-            x[:, _col(name)] = _lookup(items, values, rows)
+            full = self.dense.get(name)
+            x[:, _col(name)] = full[rows] if full is not None else _lookup(items, values, rows)
         counts = self.trend.values_of(rows, now)
         x[:, _span(TREND_NAMES)] = _scaled(counts, self.trend_peaks)
         x[:, _col("trend_log")] = np.log((counts[:, 2] + 0.01) / (self.trend_total + 1.0))
