@@ -25,6 +25,7 @@ PARTITIONS = 4
 
 
 def table_for(tmp_path: Path, **settings: Any) -> UsersTable:
+    settings.setdefault("users_store", "rocksdb")
     config = Settings(topic_prefix="t.", data_dir=tmp_path, partitions=PARTITIONS, **settings)
     app = build_app(config, web_enabled=False)
     return users_table(app, config)
