@@ -47,6 +47,11 @@ OWN_FIELDS = ("n", "n_click", "n_pos", "n_neg", "first_ts", "last_ts", "read", "
 # encode every review of the replay several times over.
 WORKER_ENV = {"XLREC_ENCODER_MAX_TOKENS": "32", "XLREC_ENCODER_THREADS": "1", "XLREC_DEVICE": "cpu",
               "XLREC_RANK_INTERVAL_S": "0.5", "XLREC_SNAPSHOT_INTERVAL_S": "5"}
+# The users-table settings of the test run reach its workers (a worker's environment is
+# otherwise cleared of XLREC_* variables), so `XLREC_USERS_STORE=memory pytest -m faults`
+# runs the suite on the other store.
+PASSED_THROUGH = ("XLREC_USERS_STORE", "XLREC_STANDBY_REPLICAS", "XLREC_USERS_CACHE_MB")
+WORKER_LOGLEVEL = os.environ.get("XLREC_FAULT_LOGLEVEL", "warning")   # info: Faust's recovery steps
 
 
 def fault_settings(bootstrap: str, **kwargs: Any) -> Settings:
@@ -60,8 +65,9 @@ class Worker(WorkerProcess):
     """A worker with the fault tests' settings (small token budget, frequent snapshots)."""
 
     def __init__(self, settings: Settings, data_dir: Path, name: str = "worker",
-                 env: dict[str, str] | None = None, loglevel: str = "warning") -> None:
-        super().__init__(settings, data_dir, name, {**WORKER_ENV, **(env or {})}, loglevel)
+                 env: dict[str, str] | None = None, loglevel: str = WORKER_LOGLEVEL) -> None:
+        passed = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        super().__init__(settings, data_dir, name, {**WORKER_ENV, **passed, **(env or {})}, loglevel)
 
 
 # ---- the review stream ---------------------------------------------------------------------
