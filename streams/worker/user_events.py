@@ -139,9 +139,12 @@ class UserEvents:
         0.1 s when the loop is busy, and a message its background sender holds is in neither
         its buffer nor the client.)
 
-        The buffered writes are first handed to the Kafka client itself, in order: Faust's
+        The buffered messages are first handed to the Kafka client itself, in order: Faust's
         `buffer.flush()` waits for its background sender message by message (a queue
-        hand-off, an event and a timeout each), which costs as much as the sends."""
+        hand-off, an event and a timeout each), which costs as much as the sends. The users
+        table's own writes do not go through that buffer: two senders taking from it could
+        hand a user's older record to the client after a newer one (`UsersTable.send_changelog`);
+        `acked` sends them, in order, from the table's outbox."""
         buffer: Any = self.ctx.app.producer.buffer   # its pending queue is not in the public type
         while buffer.size:
             await buffer._send_pending(buffer.pending.get_nowait())

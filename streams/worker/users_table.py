@@ -2,15 +2,17 @@
 on disk (Faust's RocksDB store, `rocksdict` driver) or, by setting, in memory.
 
 Writes name their changelog partition (the user's source partition, which recovery and the
-partition assignor rely on), and are remembered until the broker acknowledged them, so a
-batch is acknowledged only once its table writes are durable.
+partition assignor rely on), reach the Kafka client in the order they were made (one sender,
+`send_outbox`: a user's older record never lands after a newer one), and are remembered until
+the broker acknowledged them, so a batch is acknowledged only once its table writes are durable.
 
 The local store is never ahead of the changelog. A write is first held in memory (`_pending`,
 what reads see) and sent; once the broker acknowledged it, the same bytes go to the store and
-then, as Faust does, the changelog offset goes next to them (`persisted_offset`). A worker
-killed at any point therefore restarts with a store that equals the changelog up to its
-persisted offsets, and recovers only what was written after them: a write the broker never
-took is not in the store either, so its event is applied again rather than skipped as done.
+then the changelog offset goes next to them (`persisted_offset`), once every earlier write to
+that partition is stored as well (a write that could not be stored holds the offset before
+it). A worker killed at any point therefore restarts with a store that equals the changelog up
+to its persisted offsets, and recovers only what was written after them: a write the broker
+never took is not in the store either, so its event is applied again rather than skipped as done.
 
 The worker asks two questions of all its users after a rebalance (which were active lately,
 which wait for review texts); `UsersIndex` answers them from memory instead of reading every
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -196,6 +198,14 @@ class UsersTable(faust.Table):
         # user -> [record, partition, writes in flight]: written, not yet acknowledged
         self._pending: dict[str, list[Any]] = {}
         self._in_flight: dict[int, UserRecord] = {}   # id(FutureMessage) -> the record it carries
+        # Writes not yet handed to the Kafka client, sent in this order by one sender at a time.
+        self._outbox: deque[FutureMessage] = deque()
+        self._send_lock = asyncio.Lock()
+        self._sender: asyncio.Future[None] | None = None
+        # partition -> its writes in the order sent, until stored; id(write) -> changelog offset
+        # of a write acknowledged and stored. The persisted offset passes only stored writes.
+        self._unstored: dict[int, deque[Any]] = {}
+        self._stored: dict[int, int] = {}
         self.index = UsersIndex()
         self._indexed: set[int] = set()              # partitions whose local values are indexed
 
@@ -211,16 +221,47 @@ class UsersTable(faust.Table):
         return super()._new_store_by_url(url)
 
     # ---- writes ---------------------------------------------------------------------------
-    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
-        """Faust's changelog write, remembered until the broker acknowledged it (`acked`)."""
-        write = super().send_changelog(*args, **kwargs)
+    def send_changelog(self, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> FutureMessage:
+        """A changelog write, handed to the Kafka client in the order written (`send_outbox`)
+        and remembered until the broker acknowledged it (`acked`).
+
+        Not through Faust's producer buffer: its background sender and the users agent's
+        flush (`UserEvents.changelog_durable`) both took writes from it, and a write the
+        background sender held while the partition's batch was full reached the client
+        *after* a later write of the same user that the flush sent meanwhile. The changelog
+        (and the store, which follows the acknowledgements) then ended with the older record,
+        and the user's next event was applied to it: the events in between were lost."""
+        write = self.changelog_topic.as_future_message(
+            key=key, value=value, partition=partition,
+            key_serializer=self.key_serializer if key_serializer is None else key_serializer,
+            value_serializer=self.value_serializer if value_serializer is None else value_serializer,
+            callback=self._on_changelog_sent, eager_partitioning=True)
+        self._outbox.append(write)
         self._unacked.append(write)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self.send_outbox())
         return write
+
+    async def send_outbox(self) -> None:
+        """Hand the written records to the Kafka client, one at a time and in order (the client
+        appends each to its partition's batch before the next is handed over)."""
+        async with self._send_lock:
+            while self._outbox:
+                write = self._outbox.popleft()
+                try:
+                    await write.message.channel.publish_message(write, wait=False)
+                except Exception as exc:  # the client refused it: whoever waits for it learns why
+                    if not write.done():
+                        write.set_exception(exc)
+                    log.error("users-table changelog write not sent: %s: %s", type(exc).__name__, exc)
 
     async def acked(self) -> None:
         """Until the broker acknowledged (acks=all) every changelog write made so far; a
         write that failed raises, and its batch is then never acknowledged."""
         while self._unacked:
+            if getattr(self, "_outbox", None):   # (tables built bare in tests have none)
+                await self.send_outbox()
             writes, self._unacked = self._unacked, []
             await asyncio.gather(*writes)
 
@@ -239,28 +280,60 @@ class UsersTable(faust.Table):
         self.index.note(user_id, partition, record.applied_at, bool(record.waiting_texts))
         write = self.send_changelog(partition, user_id, record)
         self._in_flight[id(write)] = record
+        self._unstored.setdefault(partition, deque()).append(write)
 
     def _on_changelog_sent(self, fut: FutureMessage) -> None:
-        """The broker has the write: its bytes go to the local store, then (Faust) its offset."""
+        """The broker has the write: its bytes go to the local store, then its offset, once
+        every earlier write to the partition is stored too (`_persist_stored`).
+
+        A write that could not be stored (say its partition's database could not be opened
+        again after a revoke) stays in `_pending`, so reads still see it, and holds the
+        partition's persisted offset before it: a restart recovers it from the changelog.
+        Faust set the offset of every acknowledged write, so the next write stored moved it
+        past the one that was not, and a restart skipped that one for good."""
         record = self._in_flight.pop(id(fut), None)
         res = fut.result()
         key = fut.message.key
         user_id = key.decode() if isinstance(key, bytes) else str(key)
         partition = res.topic_partition.partition
-        if isinstance(self.data, UsersStore) and isinstance(fut.message.value, bytes):
-            self.data.put_raw(partition, user_id.encode(), fut.message.value)
-        elif record is not None:
-            token = _changelog_partition.set(partition)
-            try:
-                self.data[user_id] = record
-            finally:
-                _changelog_partition.reset(token)
+        try:
+            if isinstance(self.data, UsersStore) and isinstance(fut.message.value, bytes):
+                self.data.put_raw(partition, user_id.encode(), fut.message.value)
+            elif record is not None:
+                token = _changelog_partition.set(partition)
+                try:
+                    self.data[user_id] = record
+                finally:
+                    _changelog_partition.reset(token)
+        except Exception:
+            log.exception("users-table write of %r (changelog partition %d, offset %d) not stored "
+                          "locally; the partition's persisted offset stays before it",
+                          user_id, partition, res.offset)
+            return
         pending = self._pending.get(user_id)
         if pending is not None:
             pending[2] -= 1
             if pending[2] <= 0:
                 del self._pending[user_id]
-        super()._on_changelog_sent(fut)
+        if partition not in self._unstored:   # not written through `put`: Faust's own bookkeeping
+            super()._on_changelog_sent(fut)
+            return
+        self._stored[id(fut)] = res.offset
+        self._persist_stored(partition, res.topic_partition)
+
+    def _persist_stored(self, partition: int, tp: Any) -> None:
+        """Move the partition's persisted offset over the writes stored, in the order sent,
+        up to the first one not stored yet (never past a write the store does not hold)."""
+        queue = self._unstored[partition]
+        offset = None
+        while queue and id(queue[0]) in self._stored:
+            offset = self._stored.pop(id(queue.popleft()))
+        if offset is None:
+            return
+        if self.app.in_transaction:
+            self.app.tables.persist_offset_on_commit(self.data, tp, offset)
+        else:
+            self.data.set_persisted_offset(tp, offset)
 
     # ---- reads ----------------------------------------------------------------------------
     def record(self, user_id: str) -> UserRecord | None:
