@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -102,6 +103,19 @@ class UsersStore(faust_rocksdb.Store):
         else:
             db.put(key, value)
             self._key_index[key] = partition
+
+    def partition_path(self, partition: int) -> Path:
+        """A partition's database, in a directory of its changelog topic's own. A persisted
+        offset means something only for the changelog it was read from: Faust's one directory
+        per data dir let a deployment with another topic prefix or group (or a recreated
+        changelog) resume reading at a foreign offset, skip its own first records, and find
+        another deployment's users."""
+        topic = self.table.changelog_topic.get_topic_name()
+        return self.path / topic / f"{self.basename}-{partition}.db"
+
+    def _open_for_partition(self, partition: int) -> Any:
+        self.partition_path(partition).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open_for_partition(partition)
 
     def _get(self, key: bytes) -> bytes | None:
         if key not in self._key_index and self._dbs:

@@ -276,3 +276,26 @@ async def test_changelog_writes_reach_the_client_in_the_order_written(tmp_path: 
     assert client == [older.to_bytes(), newer.to_bytes()]
     assert table.data.get("u1") == newer and table.record("u1") == newer
 
+
+
+def test_a_data_dir_shared_by_two_deployments_keeps_their_tables_apart(tmp_path: Path) -> None:
+    """RocksDB keeps the changelog offset it has read up to next to the values; read against
+    another deployment's changelog (another topic prefix or group on the same data dir), that
+    offset skipped the first records of its own and served the other's users."""
+    first = table_for(tmp_path)
+    sent = sending(first)
+    for n in range(3):
+        first.put("u1", record(f"e{n}"), 1)
+    sent.acknowledge()
+    assert isinstance(first.data, UsersStore)
+    first.data._dbs.clear()
+    config = Settings(topic_prefix="other.", data_dir=tmp_path, partitions=PARTITIONS, users_store="rocksdb")
+    other = users_table(build_app(config, web_enabled=False), config)
+    other.data._db_for_partition(1)          # type: ignore[attr-defined]
+    topic = other.changelog_topic.get_topic_name()
+    assert other.persisted_offset(TP(topic, 1)) is None     # reads its own changelog from the start
+    assert other.record("u1") is None
+    again = table_for(tmp_path)                               # the first deployment keeps its own
+    again.data._db_for_partition(1)          # type: ignore[attr-defined]
+    assert again.persisted_offset(TP(first.changelog_topic.get_topic_name(), 1)) == 2
+    assert again.record("u1").last_event_id == "e2"  # type: ignore[union-attr]
