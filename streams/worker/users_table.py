@@ -216,10 +216,13 @@ class UsersTable(faust.Table):
         self._outbox: deque[FutureMessage] = deque()
         self._send_lock = asyncio.Lock()
         self._sender: asyncio.Future[None] | None = None
-        # partition -> its writes in the order sent, until stored; id(write) -> changelog offset
-        # of a write acknowledged and stored. The persisted offset passes only stored writes.
+        # partition -> its writes in the order sent, until stored; partition -> id(write) ->
+        # changelog offset of a write acknowledged and stored. The persisted offset passes only
+        # stored writes; a partition with a write that could not be stored keeps its offset
+        # (`_frozen`) for the rest of this process (a recovery of it starts there).
         self._unstored: dict[int, deque[Any]] = {}
-        self._stored: dict[int, int] = {}
+        self._stored: dict[int, dict[int, int]] = {}
+        self._frozen: set[int] = set()
         self.index = UsersIndex()
         self._indexed: set[int] = set()              # partitions whose local values are indexed
 
@@ -294,7 +297,8 @@ class UsersTable(faust.Table):
         self.index.note(user_id, partition, record.applied_at, bool(record.waiting_texts))
         write = self.send_changelog(partition, user_id, record)
         self._in_flight[id(write)] = record
-        self._unstored.setdefault(partition, deque()).append(write)
+        if partition not in self._frozen:
+            self._unstored.setdefault(partition, deque()).append(write)
 
     def _on_changelog_sent(self, fut: FutureMessage) -> None:
         """The broker has the write: its bytes go to the local store, then its offset, once
@@ -323,25 +327,39 @@ class UsersTable(faust.Table):
             log.exception("users-table write of %r (changelog partition %d, offset %d) not stored "
                           "locally; the partition's persisted offset stays before it",
                           user_id, partition, res.offset)
+            self._frozen.add(partition)
+            self._unstored.pop(partition, None)
+            self._stored.pop(partition, None)
             return
         pending = self._pending.get(user_id)
         if pending is not None:
             pending[2] -= 1
             if pending[2] <= 0:
                 del self._pending[user_id]
+        if partition in self._frozen:
+            return
         if partition not in self._unstored:   # not written through `put`: Faust's own bookkeeping
             super()._on_changelog_sent(fut)
             return
-        self._stored[id(fut)] = res.offset
+        self._stored.setdefault(partition, {})[id(fut)] = res.offset
         self._persist_stored(partition, res.topic_partition)
 
     def _persist_stored(self, partition: int, tp: Any) -> None:
         """Move the partition's persisted offset over the writes stored, in the order sent,
-        up to the first one not stored yet (never past a write the store does not hold)."""
+        up to the first one not stored yet (never past a write the store does not hold). A
+        write the broker refused is not in the changelog: it holds nothing back."""
         queue = self._unstored[partition]
+        stored = self._stored.setdefault(partition, {})
         offset = None
-        while queue and id(queue[0]) in self._stored:
-            offset = self._stored.pop(id(queue.popleft()))
+        while queue:
+            head = queue[0]
+            if id(head) in stored:
+                offset = stored.pop(id(queue.popleft()))
+            elif isinstance(head, asyncio.Future) and head.done() and not head.cancelled() \
+                    and head.exception() is not None:
+                queue.popleft()
+            else:
+                break
         if offset is None:
             return
         if self.app.in_transaction:
