@@ -413,8 +413,12 @@ class UsersTable(faust.Table):
 
     # ---- the index: recovery and the state on disk at start -------------------------------
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        """Changelog records recovered (others' writes, or ours before a restart) are indexed."""
-        events = list(batch)
+        """Changelog records recovered (others' writes, or ours before a restart) are indexed
+        and stored; those of a partition this worker writes, past the highwater its recovery
+        read up to, are not: they are this worker's own writes since (the store has them, or a
+        newer value), and Faust applies the ones it fetched past the highwater only with a
+        later batch, when it would put back a user's older record over a newer one."""
+        events = self._not_ours(list(batch))
         for event in events:
             message = event.message
             key = message.key.decode() if isinstance(message.key, bytes) else str(message.key)
@@ -428,6 +432,20 @@ class UsersTable(faust.Table):
                 continue
             self.index.note(key, message.partition, applied_at, waits)
         super().apply_changelog_batch(events)
+
+    def _not_ours(self, events: list[EventT]) -> list[EventT]:
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]  # (TableManager's, not in TableManagerT)
+        active, highwaters = recovery.active_tps, recovery.active_highwaters
+        if not active:
+            return events
+        kept = []
+        for event in events:
+            message = event.message
+            highwater = highwaters.get(message.tp) if message.tp in active else None
+            if highwater is not None and highwater >= 0 and message.offset > highwater:
+                continue
+            kept.append(event)
+        return kept
 
     async def index_local_state(self, partitions: set[int]) -> int:
         """Once per process and partition: index the values a RocksDB store held before this
