@@ -50,5 +50,22 @@ def default_max_tokens() -> int:
 
 
 def default_threads() -> int:
-    """XLREC_ENCODER_THREADS: onnxruntime intra-op threads, 0 (the default) = all cores."""
+    """XLREC_ENCODER_THREADS: onnxruntime intra-op threads, 0 (the default) = the physical
+    cores this process may run on."""
     return _int("ENCODER_THREADS", 0, 0)
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads share a core's
+    matrix units, so a second thread per core only adds contention); the CPU count where
+    the topology cannot be read."""
+    cpus = os.sched_getaffinity(0)
+    cores = set()
+    for cpu in cpus:
+        try:
+            topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))

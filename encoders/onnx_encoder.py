@@ -3,7 +3,6 @@ it, CPU (int8) otherwise. Needs neither torch nor transformers."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from encoders.base import EncoderError
-from encoders.config import default_device, default_max_tokens, default_threads
-from encoders.export import MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, read_manifest
+from encoders.config import default_device, default_max_tokens, default_threads, physical_cores
+from encoders.export import CPU_DISABLED_OPTIMIZERS, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, read_manifest
 from encoders.text import BATCH_LIMITS, Batch, TextBatcher
 
 CUDA = "CUDAExecutionProvider"
@@ -71,14 +70,18 @@ class OnnxEncoder:
         max_tokens = max_tokens or default_max_tokens()
         self.max_tokens = min(max_tokens, int(manifest["max_positions"]))
         default_batch, default_tokens = BATCH_LIMITS[self.device]
+        # On the CPU every batch holds texts of one token length: nothing is padded, and the
+        # small batches this makes are faster there (see docs/encoder-speed.md). The GPU
+        # wants large batches, so it keeps length-sorted padded ones.
         self.batcher = TextBatcher(model_dir / TOKENIZER_FILE, max_tokens=self.max_tokens,
                                    prefix=manifest["prefix"], batch_size=batch_size or default_batch,
-                                   max_batch_tokens=max_batch_tokens or default_tokens)
+                                   max_batch_tokens=max_batch_tokens or default_tokens,
+                                   exact_lengths=self.device == "cpu")
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = default_threads() if threads is None else threads
-        options.intra_op_num_threads = threads if threads > 0 else len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = threads if threads > 0 else physical_cores()
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: the worker shares its cores with Kafka
         # clients and other processes, and under contention this is faster, too.
@@ -87,7 +90,9 @@ class OnnxEncoder:
         if self.device == "cuda":
             providers = [(CUDA, {"device_id": 0}), CPU]
         path = model_dir / MODEL_FILES[self.variant]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(
+            str(path), options, providers=providers,
+            disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if self.device == "cpu" else None)
         if self.device == "cuda" and self.session.get_providers()[0] != CUDA:
             raise EncoderDeviceError(f"onnxruntime could not start CUDA for {path}; "
                                      "check the CUDA/cuDNN libraries or set XLREC_DEVICE=cpu")

