@@ -37,3 +37,8 @@ def test_bench_encoder_writes_the_report(model_dir: Path, steam_events: Path, tm
     assert report["max_tokens"] == 256 and report["machine"]["cpu_count"] >= 1
     assert report["max_abs_diff_onnx_fp32_vs_pytorch"] <= 1e-4
     assert "onnx_int8" in result.output
+    int8 = report["engines"]["onnx_int8"]
+    assert 0.98 <= int8["cosine_vs_pytorch_fp32"]["min"] <= int8["cosine_vs_pytorch_fp32"]["mean"] <= 1.0
+    assert "no padding" in int8["batching"] and "padded" in report["engines"]["pytorch_fp32"]["batching"]
+    assert report["target"]["int8_ratio_vs_pytorch"] == 2.5 and isinstance(report["target"]["met"], bool)
+    assert set(report["machine"]["load_average_1min"]) == {"before", "after"}
