@@ -491,7 +491,8 @@ class Recommender:
             if not search:
                 continue
             self.flush_store()
-            hits = self.store.search(vector, cfg.n_content, exclude=banned, langs=[lang] if lang else None)
+            hits = self.store.search(vector, cfg.n_content, exclude=banned, langs=[lang] if lang else None,
+                                     payload=False)
             hit_rows = np.asarray(self._rows([h.item_id for h in hits]), np.int64)
             picked.append(hit_rows[keep(hit_rows)])
         if ctx.history_rows:

@@ -62,7 +62,7 @@ class MemoryStore:
         return out
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
-               langs: Collection[str] | None = None) -> list[Hit]:
+               langs: Collection[str] | None = None, payload: bool = True) -> list[Hit]:
         n = len(self._ids)
         if n == 0 or k <= 0:
             return []
@@ -79,7 +79,7 @@ class MemoryStore:
                     scores[r] = -np.inf
         finite = np.flatnonzero(np.isfinite(scores))
         order = finite[np.lexsort((finite, -scores[finite]))][:k]
-        return [Hit(self._ids[r], float(scores[r]), dict(self._payloads[r])) for r in order]
+        return [Hit(self._ids[r], float(scores[r]), dict(self._payloads[r]) if payload else {}) for r in order]
 
     def count(self) -> int:
         return len(self._rows)

@@ -8,6 +8,7 @@ makes upserts idempotent by item_id, and the item_id itself travels in the paylo
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import uuid
@@ -29,8 +30,10 @@ class StoreError(RuntimeError):
     """The vector store cannot be opened or used; the message says why and what to do."""
 
 
+@functools.lru_cache(maxsize=65_536)
 def point_id(item_id: str) -> str:
-    """Stable Qdrant point id (UUID string) of an item."""
+    """Stable Qdrant point id (UUID string) of an item (cached: a user's history is excluded
+    from every search they get, and uuid5 hashes with SHA-1)."""
     return str(uuid.uuid5(POINT_NAMESPACE, item_id))
 
 
@@ -43,6 +46,10 @@ def _as_vector(vector: np.ndarray, dim: int) -> list[float]:
 
 def _payload(point: ItemPoint) -> dict[str, Any]:
     return {**point.payload, ITEM_ID_KEY: point.item_id}
+
+
+def _hit(stored: dict[str, Any], score: float, payload: bool) -> Hit:
+    return Hit(stored[ITEM_ID_KEY], score, dict(stored) if payload else {})
 
 
 def _to_point(record: Any) -> tuple[str, ItemPoint]:
@@ -122,20 +129,20 @@ class EdgeStore:
         return dict(_to_point(rec) for rec in records)
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
-               langs: Collection[str] | None = None) -> list[Hit]:
-        from qdrant_edge import (FieldCondition, Filter, HasIdCondition, MatchAny, Query,
-                                 SearchRequest)
+               langs: Collection[str] | None = None, payload: bool = True) -> list[Hit]:
+        from qdrant_edge import (FieldCondition, Filter, HasIdCondition, MatchAny, PayloadSelector,
+                                 Query, SearchRequest)
 
         if k <= 0 or (langs is not None and not langs):
             return []
         must: list[Any] | None = [FieldCondition(LANGS_KEY, match=MatchAny(list(langs)))] if langs is not None else None
         must_not: list[Any] | None = [HasIdCondition({point_id(i) for i in exclude})] if exclude else None
         flt = Filter(must=must, must_not=must_not) if (must or must_not) else None
+        wanted = True if payload else PayloadSelector.Include([ITEM_ID_KEY])
         found = self._shard.search(SearchRequest(query=Query.Nearest(_as_vector(vector, self.dim)),
-                                                 limit=k, filter=flt, with_payload=True))
-        # with_payload=True: every point has its payload
-        return [Hit(p.payload[ITEM_ID_KEY], float(p.score), dict(p.payload))  # type: ignore[index, arg-type]
-                for p in found]
+                                                 limit=k, filter=flt, with_payload=wanted))
+        # every point has at least its item_id in the payload
+        return [_hit(p.payload, float(p.score), payload) for p in found]  # type: ignore[arg-type]
 
     def count(self) -> int:
         from qdrant_edge import CountRequest
@@ -206,7 +213,7 @@ class ServerStore:
         return dict(_to_point(rec) for rec in records)
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
-               langs: Collection[str] | None = None) -> list[Hit]:
+               langs: Collection[str] | None = None, payload: bool = True) -> list[Hit]:
         m = self._models
         if k <= 0 or (langs is not None and not langs):
             return []
@@ -214,8 +221,9 @@ class ServerStore:
         must_not = [m.HasIdCondition(has_id=[point_id(i) for i in exclude])] if exclude else None
         flt = m.Filter(must=must, must_not=must_not) if (must or must_not) else None
         found = self._client.query_points(self.collection, query=_as_vector(vector, self.dim), limit=k,
-                                          query_filter=flt, with_payload=True).points
-        return [Hit(p.payload[ITEM_ID_KEY], float(p.score), dict(p.payload)) for p in found]
+                                          query_filter=flt,
+                                          with_payload=True if payload else [ITEM_ID_KEY]).points
+        return [_hit(p.payload, float(p.score), payload) for p in found]
 
     def count(self) -> int:
         return int(self._client.count(self.collection, exact=True).count)

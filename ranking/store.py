@@ -25,7 +25,8 @@ class ItemPoint:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: cosine similarity to the query and the item's payload."""
+    """A search result: cosine similarity to the query and the item's payload (empty when
+    the search asked for ids only)."""
 
     item_id: str
     score: float
@@ -47,9 +48,10 @@ class VectorStore(Protocol):
         """Stored points (with vectors) of the ids that exist."""
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
-               langs: Collection[str] | None = None) -> list[Hit]:
+               langs: Collection[str] | None = None, payload: bool = True) -> list[Hit]:
         """Top-k by cosine, best first, skipping `exclude`; `langs` keeps items whose
-        payload `langs` list shares a language with it."""
+        payload `langs` list shares a language with it. `payload=False` returns item ids
+        and scores only (the ranker's case: reading payloads is a third of a search)."""
 
     def count(self) -> int:
         """Number of stored items."""

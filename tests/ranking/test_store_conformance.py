@@ -86,6 +86,15 @@ def test_payload_round_trip_keeps_item_id(store: VectorStore) -> None:
     assert got["game:1"].vector.dtype == np.float32
 
 
+def test_search_without_payload_gives_ids_and_scores_only(store: VectorStore) -> None:
+    store.upsert([point("a", 0, langs=["de"]), point("b", 0, 1), point("c", 2)])
+    full = store.search(unit(0), 3, exclude=["c"], langs=["de", "en"])
+    bare = store.search(unit(0), 3, exclude=["c"], langs=["de", "en"], payload=False)
+    assert [(h.item_id, round(h.score, 5)) for h in bare] == [(h.item_id, round(h.score, 5)) for h in full]
+    assert [h.item_id for h in bare] == ["a", "b"]
+    assert all(h.payload == {} for h in bare) and full[0].payload["langs"] == ["de"]
+
+
 def test_upsert_is_idempotent_by_item_id(store: VectorStore) -> None:
     store.upsert([point("a", 0)])
     store.upsert([point("a", 0)])
