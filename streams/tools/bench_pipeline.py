@@ -131,6 +131,14 @@ def total(workers: list[Worker], name: str) -> float:
     return sum(w.metrics().get(name, 0.0) for w in workers)
 
 
+def text_lane(workers: list[Worker]) -> dict[str, float]:
+    """The review-text lane's own lag now: texts waiting (all workers) and the oldest wait."""
+    samples = [w.metrics() for w in workers]
+    return {"waiting": sum(m.get("xlrec_review_text_backlog", 0.0) for m in samples),
+            "oldest_wait_s": round(max((m.get("xlrec_review_text_oldest_wait_seconds", 0.0)
+                                        for m in samples), default=0.0), 1)}
+
+
 def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: float,
                  tail: str | None = None) -> dict[str, Any]:
     """Poll the summed counter `name` until it reaches `target` (or stalls, or time runs out):
@@ -334,6 +342,7 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
     sent: list[tuple[str, str, float]] = []
     probes: list[ItemProbe] = []
     target = total(workers, "xlrec_profile_updates_total")
+    lane_before = text_lane(workers)
     with EventProducer(settings, check=False) as producer:
         # A new idempotent producer's first send waits for its connection and producer id
         # (up to ~0.5 s here): an app's long-lived producer pays that once, so the phase does
@@ -363,6 +372,7 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
                 target += 1
             producer.send_raw(settings.topic(m.kind), m.key, m.value)
     produce_s = time.time() - start
+    lane_after = text_lane(workers)
     # Until every event is applied and no ranking waits: under overload the rankings trail the
     # updates, and cutting them off would leave the slowest events out of the percentiles.
     applied = measure_rate(workers, "xlrec_profile_updates_total", target, timeout_s=RANKINGS_DRAIN_S,
@@ -381,7 +391,8 @@ def fixed_rate(settings: Any, workers: list[Worker], messages: Iterator[Msg], ra
     return {**percentiles(latencies), "events": len(sent), "without_recommendation": missing,
             "within_rank_interval_of_previous": bursts,
             "achieved_rate": round(count / max(produce_s, 1e-9), 1),
-            "all_applied": bool(applied.get("completed"))}
+            "all_applied": bool(applied.get("completed")),
+            "text_lane": {"at_start": lane_before, "at_end": lane_after}}
 
 
 def bytes_per_user(settings: Any, group_id: str) -> dict[str, float]:
@@ -516,6 +527,7 @@ def finish(r: dict[str, Any], settings: Any, workers: int) -> dict[str, Any]:
     limit = r["limit"]["per_s"]
     updates = r["ranking_off"]["per_s"]
     fresh = {rate: {k: v[k] for k in ("p50", "p95", "p99")} for rate, v in r["freshness"].items()}
+    lanes = {rate: v["text_lane"]["at_end"] for rate, v in r["freshness"].items() if "text_lane" in v}
     return {
         "limit_events_per_s": limit,
         "profile_updates_per_s": updates,
@@ -523,6 +535,7 @@ def finish(r: dict[str, Any], settings: Any, workers: int) -> dict[str, Any]:
         "ratio_vs_limit": round(updates / limit, 4) if limit else None,
         "freshness_ms": fresh,
         "item_searchable_ms": r["item_searchable"],
+        "text_lane": lanes,
         "rss_mb": max(r["rss_mb_per_worker"], default=0.0),
         "bytes_per_user": r["table"]["mean"],
         "machine": machine_info(settings, workers),
@@ -550,6 +563,10 @@ def print_table(doc: dict[str, Any]) -> None:
     for rate, f in d["freshness"].items():
         t.add_row(f"freshness at {rate} events/s p50/p95/p99",
                   f"{f['p50']} / {f['p95']} / {f['p99']} ms ({f['without_recommendation']} of {f['events']} none)")
+        lane = f.get("text_lane", {}).get("at_end")
+        if lane:
+            t.add_row("  review texts waiting at its end, oldest wait",
+                      f"{lane['waiting']:,.0f}, {lane['oldest_wait_s']:,.1f} s")
     s = doc["item_searchable_ms"]
     t.add_row("new item searchable p50/p99", f"{s['p50']} / {s['p99']} ms (n={s['n']}, "
               f"{s['not_searchable']} not within {ITEM_TIMEOUT_S:.0f} s)")

@@ -64,6 +64,10 @@ REVIEW_TEXTS_READ_AGAIN = Counter(
 REVIEW_TEXT_BACKLOG = Gauge(
     "xlrec_review_text_backlog", "Review texts applied to profiles and waiting for the encoder.",
     registry=REGISTRY)
+REVIEW_TEXT_OLDEST_WAIT = Gauge(
+    "xlrec_review_text_oldest_wait_seconds", "How long the oldest review text in the queue has "
+    "waited for the encoder since it was queued (0 when none waits): the text lane's own lag.",
+    registry=REGISTRY)
 ENCODER_BATCH_SECONDS = Histogram(
     "xlrec_encoder_batch_seconds", "Wall time of one encoder batch (tokenise + inference).",
     buckets=ENCODER_BUCKETS, registry=REGISTRY)

@@ -61,16 +61,31 @@ class ReviewTextLane:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.texts: deque[Review] = deque()
+        self._queued_at: deque[float] = deque()       # monotonic time each text was queued
         self._waiting = asyncio.Event()
         self._revoked: set[tuple[str, int]] = set()   # during the batch in flight
         self.reader: asyncio.Future[None] | None = None
+        metrics.REVIEW_TEXT_OLDEST_WAIT.set_function(self.oldest_wait)
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest queued text has waited (0 with none queued)."""
+        if not self.texts or not self._queued_at:
+            return 0.0
+        return max(0.0, time.monotonic() - self._queued_at[0])
+
+    def _take(self) -> Review:
+        if self._queued_at:
+            self._queued_at.popleft()
+        return self.texts.popleft()
 
     def queue(self, reviews: Sequence[Review]) -> None:
+        now = time.monotonic()
         for review in reviews:
             if len(self.texts) >= MAX_REVIEW_TEXT_BACKLOG:
-                self.texts.popleft()
+                self._take()
                 metrics.REVIEW_TEXTS_SKIPPED.inc()
             self.texts.append(review)
+            self._queued_at.append(now)
         metrics.REVIEW_TEXT_BACKLOG.set(len(self.texts))
         if reviews:
             self._waiting.set()
@@ -83,10 +98,12 @@ class ReviewTextLane:
         """Forget the texts of revoked partitions, including those of the batch in flight: a
         late write to their changelog would overwrite what the new owner wrote."""
         self._revoked |= gone
-        keep = deque((e, m) for e, m in self.texts if (m.topic, m.partition) not in gone)
-        metrics.REVIEW_TEXTS_SKIPPED.inc(len(self.texts) - len(keep))
-        self.texts = keep
-        metrics.REVIEW_TEXT_BACKLOG.set(len(keep))
+        kept = [(review, at) for review, at in zip(self.texts, self._queued_at)
+                if (review[1].topic, review[1].partition) not in gone]
+        metrics.REVIEW_TEXTS_SKIPPED.inc(len(self.texts) - len(kept))
+        self.texts = deque(review for review, _ in kept)
+        self._queued_at = deque(at for _, at in kept)
+        metrics.REVIEW_TEXT_BACKLOG.set(len(kept))
 
     async def run(self) -> None:
         """Embed waiting review texts batch after batch, forever."""
@@ -105,7 +122,7 @@ class ReviewTextLane:
         users are then re-ranked with their own words (a refresh, which does not delay the
         ranking of their next event)."""
         ctx = self.ctx
-        batch = [self.texts.popleft() for _ in range(min(REVIEW_TEXT_BATCH, len(self.texts)))]
+        batch = [self._take() for _ in range(min(REVIEW_TEXT_BATCH, len(self.texts)))]
         metrics.REVIEW_TEXT_BACKLOG.set(len(self.texts))
         self._revoked = set()
         vectors, failed = await self._embed([event for event, _ in batch])

@@ -76,5 +76,8 @@ def test_bench_pipeline_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert set(doc["freshness_ms"]["20"]) == {"p50", "p95", "p99"}
     assert doc["freshness_ms"]["20"]["p99"] > 0
     assert doc["item_searchable_ms"]["n"] >= 1 and doc["item_searchable_ms"]["p99"] > 0
+    lane = doc["text_lane"]["20"]   # the review-text lane's lag at the end of the phase
+    assert lane["waiting"] >= 0 and lane["oldest_wait_s"] >= 0
+    assert set(doc["details"]["freshness"]["20"]["text_lane"]) == {"at_start", "at_end"}
     assert doc["machine"]["cpus"] >= 1 and doc["machine"]["partitions"] == 2
     assert doc["details"]["source"].startswith(("Steam reviews", "generated events"))

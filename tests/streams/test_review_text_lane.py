@@ -48,6 +48,23 @@ async def test_review_texts_are_embedded_in_one_batch_after_the_profile_update(
     assert not worker.lane.texts
 
 
+async def test_the_lane_reports_how_long_its_oldest_text_waited(
+        worker: Worker, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.worker import metrics, review_text_lane
+
+    clock = [1000.0]
+    monkeypatch.setattr(review_text_lane.time, "monotonic", lambda: clock[0])
+    assert worker.lane.oldest_wait() == 0.0
+    await worker.user_events.handle([consumed("t.reviews", review("r1"), "u1", 0)])
+    clock[0] += 2.5
+    await worker.user_events.handle([consumed("t.reviews", review("r2", user="u2"), "u2", 1)])
+    clock[0] += 1.0
+    assert worker.lane.oldest_wait() == pytest.approx(3.5)
+    assert metrics.REGISTRY.get_sample_value("xlrec_review_text_oldest_wait_seconds") == pytest.approx(3.5)
+    await worker.lane.embed_batch()
+    assert worker.lane.oldest_wait() == 0.0 and not worker.lane.texts
+
+
 async def test_review_texts_of_revoked_partitions_are_dropped(worker: Worker, engine: FakeEngine) -> None:
     await worker.user_events.handle([consumed("t.reviews", review("r1"), "u1", 0),
                                      consumed("t.reviews", review("r2", user="u2"), "u2", 1, partition=1)])
