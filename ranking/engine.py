@@ -88,9 +88,16 @@ class Recommender:
 
     def __init__(self, store: VectorStore, encoder: Encoder | None, *, seed: int = 0,
                  config: HybridConfig | None = None,
-                 profile_config: profiles.ProfileConfig | None = None) -> None:
+                 profile_config: profiles.ProfileConfig | None = None,
+                 review_encoder: Encoder | None = None) -> None:
         self.store = store
         self.encoder = encoder
+        # The same model for review texts, where they should be embedded apart (the worker:
+        # in a process of their own, `encoders.process_encoder`); else `encoder`.
+        self.review_encoder = review_encoder or encoder
+        if encoder is not None and review_encoder is not None and review_encoder.name != encoder.name:
+            raise ValueError(f"review encoder {review_encoder.name!r} is not {encoder.name!r}: "
+                             "their vectors would not share a space")
         self.seed = seed
         self.config = config or HybridConfig()
         self.profile_config = profile_config or profiles.ProfileConfig()
@@ -155,9 +162,9 @@ class Recommender:
         """Embed the texts of a batch of reviews at once (event_id -> vector), so the agent
         can pass them to `observe` and the encoder sees full batches. Empty texts are left out."""
         todo = [e for e in events if e.text.strip()]
-        if self.encoder is None or not todo:
+        if self.review_encoder is None or not todo:
             return {}
-        vecs = self.encoder.encode([e.text[:MAX_REVIEW_CHARS] for e in todo])
+        vecs = self.review_encoder.encode([e.text[:MAX_REVIEW_CHARS] for e in todo])
         return {e.event_id: vecs[i] for i, e in enumerate(todo)}
 
     def observe(self, profile: Profile | None, event: UserEvent, *,

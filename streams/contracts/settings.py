@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Encoder execution device")
     encoder_max_tokens: int = Field(256, ge=8, le=512)
     encoder_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, "
-                                 "0 = all cores (the worker: 1)")
+                                 "0 = all cores (the worker: 1 for items and queries, all for review texts)")
+    review_text_process: bool = Field(True, description="On CPU, embed review texts in a process of "
+                                      "their own at a lower OS priority, so a backlog of texts never takes "
+                                      "the event path's CPU or GIL (off: a thread of the worker)")
 
     web_port: int = Field(6066, description="Worker HTTP port: /metrics and the recommendations API")
     top_k: int = Field(10, ge=1, le=100)

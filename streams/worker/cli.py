@@ -7,10 +7,11 @@ and reported as one clear line with a non-zero exit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -28,6 +29,9 @@ SNAPSHOT_FILE = "engine.snapshot"
 # profile updates, rankings and new items keep the CPU they need. XLREC_ENCODER_THREADS
 # overrides it.
 WORKER_ENCODER_THREADS = 1
+# Review texts (`review_encoder`) are embedded in a child process at this niceness: the
+# scheduler then gives the event path (nice 0) all but ~1.5% of a core it wants.
+REVIEW_PROCESS_NICE = 19
 
 
 def snapshot_path(data_dir: Path, group_id: str) -> Path:
@@ -76,7 +80,7 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     # is reported by the one-line error below, which the warning would only bury.
     warnings.filterwarnings("ignore", message="Failed to obtain server version", category=UserWarning)
     store = open_store(settings, encoder.dim)
-    recommender = Recommender(store=store, encoder=encoder)
+    recommender = Recommender(store=store, encoder=encoder, review_encoder=review_encoder(settings, encoder))
     snap = snapshot_path(settings.data_dir, settings.group_id)
     resume = None
     if snap.exists():
@@ -92,6 +96,19 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     app = build_app(settings)
     Worker(app, settings, runner, snapshot_path=snap, resume=resume)
     return app, runner
+
+
+def review_encoder(settings: Settings, encoder: Any) -> Any:
+    """On CPU (and unless `review_text_process` is off), the same encoder in a child process at
+    `REVIEW_PROCESS_NICE`, with every core: it takes what the event path leaves idle."""
+    from encoders.factory import load_default_encoder
+    from encoders.process_encoder import ProcessEncoder
+
+    if not settings.review_text_process or getattr(encoder, "device", "cpu") != "cpu":
+        return None
+    load = functools.partial(load_default_encoder, device="cpu", max_tokens=settings.encoder_max_tokens,
+                             threads=settings.encoder_threads, cache_dir=settings.cache_dir)
+    return ProcessEncoder(load, name=encoder.name, dim=encoder.dim, nice=REVIEW_PROCESS_NICE)
 
 
 def run(app: faust.App, runner: EngineRunner, loglevel: str) -> None:

@@ -254,3 +254,20 @@ def test_learning_takes_its_candidates_from_the_last_ranking_and_never_searches(
     assert store.searches == 1 and drawn == [[r for r in ranked.tolist() if r != rec.catalog.index.row("s-ko")]]
     rec.observe(None, _review(3, "v", "f-en"))            # v was never ranked
     assert store.searches == 1 and len(drawn) == 2
+
+
+def test_review_texts_go_to_the_review_encoder_of_the_same_model() -> None:
+    items, reviews = FakeEncoder(), FakeEncoder()
+    rec = Recommender(MemoryStore(items.dim), items, review_encoder=reviews)
+    rec.upsert_items([ItemEvent(item_id="g1", title="space shooter", lang="en", ts=T0)])
+    texts = [ReviewEvent(event_id=f"r{n}", user_id="u", item_id="g1", ts=T0 + n, text=text, lang="en",
+                         voted_up=True) for n, text in ((1, "great space shooter"), (2, " "))]
+    vectors = rec.embed_reviews(texts)
+    assert list(vectors) == ["r1"] and reviews.calls == 1 and items.calls == 1   # items: the title
+    np.testing.assert_allclose(vectors["r1"], items.encode(["great space shooter"])[0], atol=1e-6)
+
+    class OtherModel(FakeEncoder):
+        name = "other"
+
+    with pytest.raises(ValueError, match="share a space"):
+        Recommender(MemoryStore(items.dim), items, review_encoder=OtherModel())
