@@ -110,7 +110,8 @@ def scrape(port: int) -> dict[str, float]:
 
 
 # The workers' own XLREC_* settings come from `run`; of this process's, only these pass on.
-INHERITED_ENV = ("XLREC_CACHE_DIR", "XLREC_DEVICE", "XLREC_ENCODER_THREADS", "XLREC_ENCODER_MAX_TOKENS")
+INHERITED_ENV = ("XLREC_CACHE_DIR", "XLREC_DEVICE", "XLREC_ENCODER_THREADS", "XLREC_ENCODER_MAX_TOKENS",
+                 "XLREC_REVIEW_TEXT_PROCESS")
 
 
 class Worker(WorkerProcess):
