@@ -95,8 +95,10 @@ def _watch(monitor: LagMonitor, interval: float, as_json: bool, max_lag: int | N
 def _table(report: LagReport, max_lag: int | None, error: str | None = None) -> Table:
     from rich.table import Table
 
+    from streams.sdk.render import safe  # group and topic names are anyone's: never markup
+
     stamp = time.strftime("%H:%M:%S", time.localtime(report.at))
-    caption = f"[bold red]{error}[/] (showing {stamp})" if error else f"at {stamp}"
+    caption = f"[bold red]{safe(error)}[/] (showing {stamp})" if error else f"at {stamp}"
     table = Table(title="xlrec consumer lag", caption=caption, caption_justify="left")
     table.add_column("group", no_wrap=True)  # names stay whole; the number columns give way
     table.add_column("topic", no_wrap=True)
@@ -106,14 +108,14 @@ def _table(report: LagReport, max_lag: int | None, error: str | None = None) -> 
         table.add_row("[dim]no xlrec consumer group has committed offsets yet[/]", *[""] * 7)
     for row in report.rows:
         over = max_lag is not None and row.lag > max_lag
-        table.add_row(row.group, row.topic, str(row.partition), str(row.committed), str(row.end_offset),
+        table.add_row(safe(row.group), safe(row.topic), str(row.partition), str(row.committed), str(row.end_offset),
                       f"[bold red]{row.lag}[/]" if over else str(row.lag),
                       _rate(row.rate_per_s), _eta(row.eta_s, row.lag, row.rate_per_s))
     totals = report.totals() if report.rows else []
     if totals:
         table.add_section()
     for total in totals:
-        table.add_row(total.group, total.topic or "(all)", "(all)", "", "", str(total.lag),
+        table.add_row(safe(total.group), safe(total.topic) if total.topic else "(all)", "(all)", "", "", str(total.lag),
                       _rate(total.rate_per_s), _eta(total.eta_s, total.lag, total.rate_per_s),
                       style="bold" if total.topic is None else None)
     return table

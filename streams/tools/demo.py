@@ -29,7 +29,7 @@ from streams.ops import broker
 from streams.sdk.consumer import RecommendationConsumer
 from streams.ops.lag import LagMonitor, UnknownGroup
 from streams.sdk.producer import EventProducer
-from streams.sdk.render import print_recommendation
+from streams.sdk.render import print_recommendation, safe
 from streams.contracts.schemas import ClickEvent, Event, ItemEvent, Recommendation, ReviewEvent, parse_event
 from streams.contracts.settings import Settings, get_settings
 from streams.tools.steam import DEFAULT_STEAM_DIR, replay_events
@@ -122,8 +122,8 @@ def show_users(follower: Follower, titles: dict[str, str], langs: dict[str, Coun
     for user in users:
         spoken = ", ".join(f"{lang} ({count})" for lang, count in langs[user].most_common())
         recent = "; ".join(titles.get(i, i) for i in history[user][-5:])
-        console.rule(f"[bold]user {user}")
-        console.print(f"languages: {spoken}\nrecent items: {recent}", highlight=False)
+        console.rule(f"[bold]user {safe(user)}")
+        console.print(f"languages: {safe(spoken)}\nrecent items: {safe(recent)}", highlight=False)
         print_recommendation(console, follower.latest[user])
 
 

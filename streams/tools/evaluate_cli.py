@@ -28,6 +28,7 @@ def evaluate(
 ) -> None:
     """Replay an event stream test-then-train through every model and write DIR/metrics.json."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ranking.embed_cache import CachedEncoder
@@ -78,7 +79,7 @@ def evaluate(
     command = "xlrec evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_outputs(out, metrics, details, command)
     for b in details["bad_lines"][:20]:
-        console.print(f"[yellow]skipped malformed line {b}")
+        console.print(f"[yellow]skipped malformed line {escape(str(b))}")  # the line's text is not markup
     console.print(f"{metrics['events_evaluated']:,} events evaluated; wrote {out / 'metrics.json'} "
                   f"and {out / 'report.md'}")
     for name, m in metrics["models"].items():

@@ -18,6 +18,12 @@ function colorOf(name) {
   return PALETTE[h % PALETTE.length];
 }
 
+// Group, topic and worker names are anyone's: an isolate (FSI ... PDI) keeps a right-to-left
+// override or other bidi control in one from reversing the rest of its legend entry or row.
+function isolate(name) {
+  return `\u2068${name}\u2069`;
+}
+
 function fmt(value, digits = 1) {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
   if (Math.abs(value) >= 1e6) return (value / 1e6).toFixed(1) + "M";
@@ -121,7 +127,7 @@ function drawChart(svgId, legendId, series, emptyText, digits = 1) {
     swatch.style.background = colorOf(name);
     const number = document.createElement("b");
     number.textContent = fmt(value, digits);
-    item.append(swatch, name, number);
+    item.append(swatch, isolate(name), number);
     return item;
   }));
   if (latest.length > LEGEND_MAX) legend.append(`+${latest.length - LEGEND_MAX} more`);
@@ -139,7 +145,7 @@ function renderTable(rows) {
     const tr = document.createElement("tr");
     Object.assign(tr.dataset, { group: r.group, topic: r.topic, partition: r.partition, lag: r.lag });
     if (r.lag > 0 && r.eta_s === null && r.rate_per_s !== null) tr.className = "behind";
-    const cells = [r.group, r.topic, r.partition, r.committed, r.end_offset, r.lag,
+    const cells = [isolate(r.group), isolate(r.topic), r.partition, r.committed, r.end_offset, r.lag,
                    fmt(r.rate_per_s), fmtEta(r.eta_s, r.lag, r.rate_per_s)];
     cells.forEach((value, i) => {
       const td = document.createElement("td");
@@ -169,7 +175,7 @@ function render() {
   const up = last.workers.filter((w) => w.up).length;
   document.getElementById("workers-up").textContent = `${up}/${last.workers.length}`;
   const list = document.getElementById("workers-list");
-  list.textContent = last.workers.map((w) => `${w.up ? "●" : "○"} ${w.url}`).join("  ");
+  list.textContent = last.workers.map((w) => `${w.up ? "●" : "○"} ${isolate(w.url)}`).join("  ");
   list.title = last.workers.map((w) => `${w.url}: ${w.up ? "up" : w.error}`).join("\n");
   document.getElementById("updated").textContent = "updated " + clock(last.t);
   document.getElementById("throughput-source").textContent = last.throughput_source === "workers"
@@ -179,7 +185,7 @@ function render() {
   banner.textContent = last.lag_error || "";
 
   drawChart("chart-lag", "legend-lag",
-    seriesOf((s) => Object.fromEntries(s.lag.map((r) => [`${r.group} ${r.topic}[${r.partition}]`, r.lag]))),
+    seriesOf((s) => Object.fromEntries(s.lag.map((r) => [`${isolate(r.group)} ${isolate(r.topic)}[${r.partition}]`, r.lag]))),
     "no consumer group has committed offsets", 0);
   drawChart("chart-throughput", "legend-throughput", seriesOf((s) => s.throughput), "no traffic");
   drawChart("chart-latency", "legend-latency", seriesOf((s) => {
