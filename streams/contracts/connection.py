@@ -34,6 +34,15 @@ TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
+def sasl_mechanism_problem(protocol: str | None, mechanism: str | None) -> str | None:
+    """The one rule for SASL: a SASL protocol needs a mechanism (librdkafka would pick GSSAPI,
+    aiokafka PLAIN: neither guess is safe). None when the pair is fine."""
+    if protocol in SASL_PROTOCOLS and not mechanism:
+        return (f"XLREC_SASL_MECHANISM is required with XLREC_SECURITY_PROTOCOL={protocol}; "
+                "set it to PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    return None
+
+
 @dataclass(frozen=True)
 class ConnectionConfig:
     """Where Kafka is and how to authenticate to it, independent of the client library."""
@@ -46,6 +55,11 @@ class ConnectionConfig:
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        problem = sasl_mechanism_problem(self.security_protocol, self.sasl_mechanism)
+        if problem:
+            raise ValueError(problem)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionConfig:
@@ -101,7 +115,7 @@ class ConnectionConfig:
         if self.uses_tls:
             conf["ssl_context"] = self.ssl_context()
         if self.uses_sasl:
-            conf.update(sasl_mechanism=self.sasl_mechanism or "PLAIN",
+            conf.update(sasl_mechanism=self.sasl_mechanism,
                         sasl_plain_username=self.sasl_username or "",
                         sasl_plain_password=self.password())
         return conf
@@ -125,4 +139,4 @@ class ConnectionConfig:
         if self.security_protocol == "SSL":
             return faust.SSLCredentials(context)
         return faust.SASLCredentials(username=self.sasl_username or "", password=self.password(),
-                                     mechanism=self.sasl_mechanism or "PLAIN", ssl_context=context)
+                                     mechanism=self.sasl_mechanism, ssl_context=context)

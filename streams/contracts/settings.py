@@ -6,10 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.contracts.connection import ConnectionConfig
+from streams.contracts.connection import ConnectionConfig, sasl_mechanism_problem
 
 TOPIC_NAMES = ("items", "clicks", "reviews", "requests", "recommendations", "dlq")
 
@@ -31,12 +31,14 @@ class Settings(BaseSettings):
     group_id: str = Field("xlrec", description="Consumer group / Faust app id of the worker")
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    # Required with a SASL protocol (no silent default: the SDK and the worker read the same rule).
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None, validate_default=True)
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    # TLS files must exist: a typo is reported at start, not as a TLS handshake error later.
+    ssl_cafile: FilePath | None = None
+    ssl_certfile: FilePath | None = None
+    ssl_keyfile: FilePath | None = None
 
     data_dir: Path = Field(default_factory=lambda: default_cache_dir() / "data",
                            description="Worker state: tables, embedded Qdrant, snapshots")
@@ -71,6 +73,14 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(60.0, gt=0.0, description="How often the worker snapshots "
                                        "its River models and counters to data_dir")
 
+    @field_validator("sasl_mechanism")
+    @classmethod
+    def _mechanism_with_sasl(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = sasl_mechanism_problem(info.data.get("security_protocol"), value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     def topic(self, name: str) -> str:
         """Full topic name for one of TOPIC_NAMES."""
         if name not in TOPIC_NAMES:
@@ -86,3 +96,27 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (read once from the environment)."""
     return Settings()
+
+
+SECRET_FIELDS = {"sasl_password"}
+
+
+def describe_settings_error(exc: ValidationError) -> list[str]:
+    """One line per bad variable, naming it, its value and the fix (no pydantic traceback)."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        variable = f"XLREC_{name.upper()}" if name else "XLREC_* settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if message[1:2].islower():  # "Input should be ..." reads as the rest of the line
+            message = message[:1].lower() + message[1:]
+        shown = "" if name in SECRET_FIELDS or error["input"] is None else f"={error['input']!s}"
+        field = Settings.model_fields.get(name)
+        if error["type"] == "path_not_file":
+            fix = "; point it at an existing file or unset it"
+        elif field is not None and field.default is not None and not callable(field.default_factory):
+            fix = f"; fix it or unset it for the default ({field.default})"
+        else:
+            fix = ""
+        lines.append(message if message.startswith(variable) else f"{variable}{shown}: {message}{fix}")
+    return lines

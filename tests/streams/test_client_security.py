@@ -96,6 +96,8 @@ def test_plaintext() -> None:
 def test_tls_files_reach_librdkafka_and_the_ssl_context(tmp_path: Path) -> None:
     files = {"ssl_cafile": tmp_path / "ca.pem", "ssl_certfile": tmp_path / "cert.pem",
              "ssl_keyfile": tmp_path / "key.pem"}
+    for path in files.values():
+        path.write_text("not a PEM file\n")  # Settings checks that they exist
     conn = Settings(security_protocol="SSL", **files).connection()
     rd = conn.librdkafka()
     assert (rd["ssl.ca.location"], rd["ssl.certificate.location"], rd["ssl.key.location"]) == \
