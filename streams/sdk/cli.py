@@ -1,10 +1,11 @@
-"""CLI commands for apps and operators: schema, topics, produce, replay, tail."""
+"""CLI commands for apps and operators: schema, topics, produce, validate, replay, tail."""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 from rich.console import Console
@@ -14,6 +15,10 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 INPUT_KINDS = ("items", "clicks", "reviews", "requests")
+# Some lines of a `produce` or `validate` file were rejected: distinct from 1 (an error such as
+# no broker) and 2 (invalid settings), so a script can tell "fix your data" from "fix xlrec".
+EXIT_REJECTED = 3
+SHOWN_REJECTED = 50
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -51,22 +56,39 @@ def topics_create() -> None:
         out.print(f"{topic}: {state}")
 
 
-def produce(kind: str = typer.Argument(..., help="items, clicks, reviews or requests"),
-            file: str = typer.Argument(..., help="JSON lines file, or - for stdin")) -> None:
-    """Validate and send JSON-lines events; bad lines are reported, good ones still sent."""
+KIND_HELP = "items, clicks, reviews or requests"
+FILE_HELP = "JSON lines file, or - for stdin"
+
+
+def _open_events(kind: str, file: str) -> BinaryIO:
+    """The input of `produce` and `validate`, after checking the kind and that the file exists."""
+    if kind not in INPUT_KINDS:
+        fail(f"unknown kind {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    if file != "-" and not Path(file).is_file():
+        fail(f"no such file: {file}")
+    return sys.stdin.buffer if file == "-" else open(file, "rb")
+
+
+def _report_rejected(rejected: list[tuple[int, str]]) -> None:
+    """Each rejected line by number (the first SHOWN_REJECTED), on stderr."""
+    for number, reason in rejected[:SHOWN_REJECTED]:
+        console.print(f"line {number}: {reason}", highlight=False, markup=False)
+    if len(rejected) > SHOWN_REJECTED:
+        console.print(f"... and {len(rejected) - SHOWN_REJECTED} more rejected lines")
+
+
+def produce(kind: str = typer.Argument(..., help=KIND_HELP),
+            file: str = typer.Argument(..., help=FILE_HELP)) -> None:
+    """Validate and send JSON-lines events; bad lines are reported (exit 3), good ones still sent."""
     from rich.progress import Progress
 
     from streams.sdk.producer import DeliveryError, EventProducer
     from streams.contracts.schemas import InvalidEvent
     from streams.contracts.topics import BrokerUnavailable
-    if kind not in INPUT_KINDS:
-        fail(f"unknown kind {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
-    if file != "-" and not Path(file).is_file():
-        fail(f"no such file: {file}")
+    stream = _open_events(kind, file)
     rejected: list[tuple[int, str]] = []
     sent = 0
     try:
-        stream = sys.stdin.buffer if file == "-" else open(file, "rb")
         with stream, EventProducer() as producer, Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"producing {kind}", total=None)
             for number, line in enumerate(stream, start=1):
@@ -80,11 +102,32 @@ def produce(kind: str = typer.Argument(..., help="items, clicks, reviews or requ
                 bar.advance(task)
     except (BrokerUnavailable, DeliveryError) as exc:
         fail(str(exc))
-    for number, reason in rejected[:50]:
-        console.print(f"line {number}: {reason}", highlight=False, markup=False)
-    if len(rejected) > 50:
-        console.print(f"... and {len(rejected) - 50} more rejected lines")
+    _report_rejected(rejected)
     out.print(f"sent {sent}, rejected {len(rejected)}")
+    if rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def validate(kind: str = typer.Argument(..., help=KIND_HELP),
+             file: str = typer.Argument(..., help=FILE_HELP)) -> None:
+    """Check JSON-lines events offline as `xlrec produce` would (exit 3 if any line is bad)."""
+    from streams.contracts.schemas import InvalidEvent
+    from streams.sdk.producer import validate_event
+    rejected: list[tuple[int, str]] = []
+    valid = 0
+    with _open_events(kind, file) as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                validate_event(line, kind)
+                valid += 1
+            except InvalidEvent as exc:
+                rejected.append((number, exc.reason))
+    _report_rejected(rejected)
+    out.print(f"valid {valid}, rejected {len(rejected)}")
+    if rejected:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 replay_app = typer.Typer(help="Replay public data sets as live events.", no_args_is_help=True)
@@ -174,6 +217,7 @@ def register(app: typer.Typer) -> None:
     """Attach these commands to the main `xlrec` app."""
     app.command("schema")(schema)
     app.command("produce")(produce)
+    app.command("validate")(validate)
     app.add_typer(topics_app, name="topics")
     app.add_typer(replay_app, name="replay")
     app.add_typer(tail_app, name="tail")

@@ -19,6 +19,17 @@ TOPIC_OF: dict[type[Event], str] = {
 }
 
 
+def validate_event(event: Event | dict[str, Any] | bytes | str, kind: str | None = None) -> Event:
+    """The input event `send` would send, or InvalidEvent: also `xlrec validate`'s check, offline."""
+    if not isinstance(event, Event):
+        if kind is None:
+            raise InvalidEvent("raw events need a kind: items, clicks, reviews or requests")
+        event = parse_event(kind, event)
+    if type(event) not in TOPIC_OF:
+        raise InvalidEvent(f"{type(event).__name__} is not an input event")
+    return event
+
+
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge one or more events."""
 
@@ -48,13 +59,8 @@ class EventProducer:
 
     def send(self, event: Event | dict[str, Any] | bytes | str, kind: str | None = None) -> Event:
         """Validate and enqueue one event. `kind` ('items', 'clicks', ...) is needed for raw input."""
-        if not isinstance(event, Event):
-            if kind is None:
-                raise InvalidEvent("raw events need a kind: items, clicks, reviews or requests")
-            event = parse_event(kind, event)
-        topic_kind = TOPIC_OF.get(type(event))
-        if topic_kind is None:
-            raise InvalidEvent(f"{type(event).__name__} is not an input event")
+        event = validate_event(event, kind)
+        topic_kind = TOPIC_OF[type(event)]
         key = event.key  # type: ignore[attr-defined]  # every input event (TOPIC_OF) has a key
         self._produce(self.settings.topic(topic_kind), key, event.to_json())
         return event
