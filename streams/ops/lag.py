@@ -4,7 +4,8 @@ Lag is computed exactly as Kafka's own `kafka-consumer-groups.sh` does it: for e
 partition a group has a committed offset on, `lag = log-end offset - committed offset`, with
 the log end read by `list_offsets(OffsetSpec.latest())` (read-uncommitted high watermark).
 Partitions without a committed offset are not shown: their lag is undefined until the group
-commits (Kafka's tool prints "-" for them).
+commits (Kafka's tool prints "-" for them). A selected group that has committed nothing at all is
+listed in `LagReport.uncommitted`, so `xlrec lag --max-lag` does not mistake it for "no lag".
 
 Which groups are "xlrec's" when none is named: the worker's group (`settings.group_id`) and
 every group whose id starts with it, plus every group with committed offsets on a topic
@@ -23,7 +24,7 @@ import difflib
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
@@ -76,10 +77,12 @@ class LagTotal:
 
 @dataclass(frozen=True)
 class LagReport:
-    """Every selected group's lag at one moment (`at` is Unix time)."""
+    """Every selected group's lag at one moment (`at` is Unix time); `uncommitted`: the selected
+    groups without a single committed offset (their lag is unknown, not zero)."""
 
     at: float
     rows: list[PartitionLag]
+    uncommitted: list[str] = field(default_factory=list)
 
     @property
     def max_lag(self) -> int:
@@ -132,7 +135,7 @@ class LagMonitor:
         """Read committed and end offsets now. Raises BrokerUnavailable or UnknownGroup."""
         for attempt in range(COORDINATOR_RETRIES + 1):
             try:
-                committed = self._committed_offsets()
+                selected, committed = self._committed_offsets()
                 ends = self._end_offsets({(topic, partition) for _, topic, partition in committed})
                 break
             except KafkaException as exc:
@@ -150,7 +153,8 @@ class LagMonitor:
             rows.append(self._row(group, topic, partition, offset, end, now))
         self._history = {key: samples for key, samples in self._history.items()
                          if key in committed}
-        return LagReport(at=at, rows=rows)
+        shown = {row.group for row in rows}
+        return LagReport(at=at, rows=rows, uncommitted=[group for group in selected if group not in shown])
 
     def _row(self, group: str, topic: str, partition: int, committed: int, end: int,
              now: float) -> PartitionLag:
@@ -186,7 +190,8 @@ class LagMonitor:
             raise UnknownGroup(f"unknown consumer group {self.group!r} on {self.settings.bootstrap} ({hint})")
         return [self.group]
 
-    def _committed_offsets(self) -> dict[tuple[str, str, int], int]:
+    def _committed_offsets(self) -> tuple[list[str], dict[tuple[str, str, int], int]]:
+        """The selected groups (sorted) and their committed offsets."""
         groups = self._groups()
         # One request per group (librdkafka's limit), all in flight at once.
         futures = {}
@@ -194,13 +199,15 @@ class LagMonitor:
             futures.update(self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S))
         offsets: dict[tuple[str, str, int], int] = {}
-        for group, future in futures.items():
+        selected = []
+        for group, future in sorted(futures.items()):
             partitions = [tp for tp in future.result().topic_partitions or [] if tp.offset >= 0]
             if self.group is None and not is_xlrec_group(group, {tp.topic for tp in partitions}, self.settings):
                 continue
+            selected.append(group)
             for tp in partitions:
                 offsets[(group, tp.topic, tp.partition)] = tp.offset
-        return offsets
+        return selected, offsets
 
     def _end_offsets(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
         if not partitions:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 out = Console()
 
-# --max-lag exceeded: distinct from 1 (error) so cron jobs and alerts can tell them apart.
+# --max-lag exceeded: distinct from 1 (error) so cron jobs and alerts can tell them apart. A group
+# that has committed nothing yet (or no group at all) fails the check too: its lag is unknown, and
+# "unknown" must not read as "fine"; 1 stays for what stops xlrec lag itself (no broker, a typo).
 EXIT_LAG_EXCEEDED = 2
 
 
@@ -33,7 +35,8 @@ def lag(
     as_json: bool = typer.Option(False, "--json", help="JSON array, one object per group and partition "
                                                        "(with --watch: one array per line)"),
     max_lag: int | None = typer.Option(None, "--max-lag", min=0,
-                                          help="Exit with status 2 when any partition's lag exceeds N "
+                                          help="Exit with status 2 when any partition's lag exceeds N, "
+                                               "or when a group has committed nothing yet "
                                                "(with --watch: highlight those rows)"),
 ) -> None:
     """Committed offset, log-end offset, lag, consumption rate and time to catch up, per partition."""
@@ -56,7 +59,23 @@ def lag(
         _print_json(report)
     else:
         out.print(_table(report, max_lag))
-    if max_lag is not None and report.max_lag > max_lag:
+    if max_lag is not None:
+        _check_max_lag(report, max_lag)
+
+
+def _check_max_lag(report: LagReport, max_lag: int) -> None:
+    """Exit 2 unless every selected group has committed offsets and none lags more than max_lag."""
+    from rich.markup import escape
+
+    from streams.sdk.cli import console
+
+    unknown = [f"group {group!r} has committed no offsets yet: its lag is unknown"
+               for group in report.uncommitted]
+    if not report.rows and not unknown:
+        unknown.append("no xlrec consumer group has committed offsets yet: there is no lag to check")
+    for reason in unknown:
+        console.print(f"[bold red]--max-lag {max_lag} not met:[/] {escape(reason)}", highlight=False)
+    if unknown or report.max_lag > max_lag:
         raise typer.Exit(EXIT_LAG_EXCEEDED)
 
 
@@ -104,8 +123,10 @@ def _table(report: LagReport, max_lag: int | None, error: str | None = None) -> 
     table.add_column("topic", no_wrap=True)
     for name in ("part", "committed", "end", "lag", "rate/s", "eta"):
         table.add_column(name, justify="right")
-    if not report.rows:
+    if not report.rows and not report.uncommitted:
         table.add_row("[dim]no xlrec consumer group has committed offsets yet[/]", *[""] * 7)
+    for group in report.uncommitted:
+        table.add_row(safe(group), "[dim]nothing committed yet[/]", *[""] * 3, "?", "", "")
     for row in report.rows:
         over = max_lag is not None and row.lag > max_lag
         table.add_row(safe(row.group), safe(row.topic), str(row.partition), str(row.committed), str(row.end_offset),

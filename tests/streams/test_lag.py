@@ -229,3 +229,57 @@ def test_group_selection_rule() -> None:
     assert is_xlrec_group("my-app", ["xlrec.recommendations"], settings)
     assert not is_xlrec_group("my-app", ["orders"], settings)
     assert not is_xlrec_group("xlrec-tail-1234abcd", ["xlrec.recommendations"], settings)
+
+
+class FakeMonitor:
+    """Stands in for LagMonitor in CLI tests: always the same report."""
+
+    def __init__(self, report: LagReport):
+        self.report = report
+
+    def sample(self) -> LagReport:
+        return self.report
+
+
+@pytest.mark.parametrize(("report", "reason"), [
+    (LagReport(at=0.0, rows=[], uncommitted=["xlrec"]), "group 'xlrec' has committed no offsets yet"),
+    (LagReport(at=0.0, rows=[]), "no xlrec consumer group has committed offsets yet"),
+])
+def test_max_lag_is_not_met_by_a_group_without_commits(report: LagReport, reason: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    monkeypatch.setattr("streams.ops.lag.open_monitor", lambda *a, **k: FakeMonitor(report))
+    checked = CliRunner().invoke(app, ["lag", "--interval", "0", "--max-lag", "100"])
+    assert checked.exit_code == 2, checked.output
+    assert checked.stderr.strip().startswith(f"--max-lag 100 not met: {reason}")
+    assert checked.stderr.strip().count("\n") == 0
+    shown = CliRunner().invoke(app, ["lag", "--interval", "0"], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0 and shown.stderr == ""  # without --max-lag it is only a report
+    if report.uncommitted:
+        assert "nothing committed yet" in shown.stdout
+
+
+@pytest.mark.integration
+def test_max_lag_with_a_group_that_committed_nothing(kafka_settings: Settings) -> None:
+    topic = make_topic(kafka_settings, kafka_settings.topic("clicks"), partitions=1)
+    produce(kafka_settings, topic, 5, partitions=1)
+    group = f"{kafka_settings.topic_prefix}never-commits"
+    consumer = Consumer({**kafka_settings.connection().librdkafka(), "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment():  # a member of the group, which has committed nothing
+            assert time.monotonic() < deadline, "the consumer never got its partition"
+            consumer.poll(0.2)
+        assert LagMonitor(kafka_settings, group).sample().uncommitted == [group]
+        result = run_lag(kafka_settings, "--group", group, "--interval", "0", "--max-lag", "1000")
+        print("xlrec lag --max-lag 1000:", result.returncode, result.stderr.strip())
+        assert result.returncode == 2
+        assert f"group '{group}' has committed no offsets yet" in result.stderr
+        assert run_lag(kafka_settings, "--group", group, "--interval", "0").returncode == 0
+    finally:
+        consumer.close()
