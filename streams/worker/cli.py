@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("xlrec.worker")
 
 SNAPSHOT_FILE = "engine.snapshot"
-# One onnxruntime thread per encoder call: each call then runs on its calling thread, so
-# the review-text lane's lower OS priority (streams.worker.engine_runner) covers all of its work, and
-# profile updates, rankings and new items keep the CPU they need. XLREC_ENCODER_THREADS
-# overrides it.
+# One onnxruntime thread per encoder call in the worker (items, queries, and review texts when
+# they stay in the worker): each call then runs on its calling thread, so the review-text
+# thread's lower OS priority (streams.worker.engine_runner) covers all of its work, and profile
+# updates, rankings and new items keep the CPU they need. XLREC_ENCODER_THREADS overrides it.
 WORKER_ENCODER_THREADS = 1
 # Review texts (`review_encoder`) are embedded in a child process at this niceness: the
 # scheduler then gives the event path (nice 0) all but ~1.5% of a core it wants.
