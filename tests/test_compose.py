@@ -39,6 +39,7 @@ def test_kafka_runs_kraft_and_worker_uses_it() -> None:
     worker_env = services["worker"]["environment"]
     assert worker_env["XLREC_BOOTSTRAP"] == "kafka:29092"
     assert worker_env["XLREC_QDRANT_URL"] == "http://qdrant:6333"
+    assert worker_env["XLREC_WEB_HOST"] == "0.0.0.0"  # the worker binds 127.0.0.1 by default
     assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
                                       "the event path's CPU or GIL (off: a thread of the worker)")
 
     web_port: int = Field(6066, description="Worker HTTP port: /metrics and the recommendations API")
+    # Loopback by default: the routes publish user data, so serving a network is a deliberate choice.
+    web_host: str = Field("127.0.0.1", description="Address the worker's HTTP server binds to "
+                          "(0.0.0.0: every interface, as in the compose file)")
+    web_token: SecretStr | None = Field(None, description="When set, every worker HTTP route but "
+                                        "/metrics and /health/* asks for `Authorization: Bearer <token>`")
     top_k: int = Field(10, ge=1, le=100)
     rank_interval_s: float = Field(1.0, ge=0.0, description="At most one ranking per user per interval")
     ranking_enabled: bool = Field(True, description="Rank users after their profiles change; off, "
@@ -98,7 +103,7 @@ def get_settings() -> Settings:
     return Settings()
 
 
-SECRET_FIELDS = {"sasl_password"}
+SECRET_FIELDS = {"sasl_password", "web_token"}
 
 
 def describe_settings_error(exc: ValidationError) -> list[str]:

@@ -40,7 +40,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
                        ("SASL_MECHANISM", settings.sasl_mechanism),
                        ("SASL_USERNAME", settings.sasl_username),
                        ("SASL_PASSWORD", settings.sasl_password and settings.sasl_password.get_secret_value()),
-                       ("QDRANT_URL", settings.qdrant_url)):
+                       ("QDRANT_URL", settings.qdrant_url),
+                       ("WEB_TOKEN", settings.web_token and settings.web_token.get_secret_value())):
         if value:
             env[f"XLREC_{key}"] = str(value)
     return env
@@ -140,10 +141,13 @@ class WorkerProcess:
                              f"(log {self.log}):\n{self.output()[-3000:]}")
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """(status, body) of a GET on 127.0.0.1:port; HTTP errors are answers, not exceptions."""
+def http_get(port: int, path: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET on 127.0.0.1:port, with the worker's `XLREC_WEB_TOKEN` when given;
+    HTTP errors are answers, not exceptions."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

@@ -15,6 +15,7 @@ import faust
 
 from streams.contracts.settings import Settings
 from streams.worker.recovery import XlrecTableManager
+from streams.worker.web import require_token
 
 # Faust's default commit interval (2.8 s) is what a crash may replay; the users table is
 # idempotent by Kafka offset and event_id, so replays are harmless, only wasted work.
@@ -38,6 +39,7 @@ class Topics:
 def build_app(settings: Settings, **overrides: Any) -> faust.App:
     """A Faust app for these settings; `overrides` reach `faust.App` (tests)."""
     connection = settings.connection()
+    token = settings.web_token.get_secret_value() if settings.web_token else ""
     conf: dict[str, Any] = dict(
         broker=connection.faust_broker_urls(),
         broker_credentials=connection.faust_credentials(),
@@ -52,8 +54,16 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
         producer_max_request_size=MAX_REQUEST_BYTES,
         producer_acks=-1,
         web_enabled=True,
-        web_bind="0.0.0.0",
+        web_bind=settings.web_host,
         web_port=settings.web_port,
+        # Faust's own views publish table values (/table/users/<id>/), the cluster's URLs
+        # (/router/) and internals without a login; the worker serves only streams.worker.web.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        web_application_options={"middlewares": [require_token(token)]} if token else {},
         web_in_thread=False,
         autodiscover=False,
         stream_recovery_delay=0.0,

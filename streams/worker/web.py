@@ -2,7 +2,13 @@
 `GET /users/{user_id}/recommendations` (the latest recommendation sent for the user, exactly
 the JSON written to the topic; 404 when this worker has none), `GET /items/{item_id}` (the
 item's payload once it is searchable in this worker's vector store, else 404: how an app,
-or `xlrec bench pipeline`, learns that a new item can be recommended) and `GET /metrics`.
+or `xlrec bench pipeline`, learns that a new item can be recommended), `GET /metrics`,
+`GET /health/live` (the process answers) and `GET /health/ready` (503 while rebalancing or
+recovering tables).
+
+These routes publish user data: the server binds to `XLREC_WEB_HOST` (loopback by default),
+Faust's own views (`/table`, `/router`, statistics) are off (streams.worker.app), and with
+`XLREC_WEB_TOKEN` every route but `/metrics` and `/health/*` asks for `Authorization: Bearer`.
 
 The latest recommendations are kept by the worker that owns the user's partition; with
 several workers, ask the one that owns it (or consume the `recommendations` topic).
@@ -10,11 +16,14 @@ several workers, ask the one that owns it (or consume the `recommendations` topi
 
 from __future__ import annotations
 
+import hmac
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiohttp import web as aiohttp_web
+from aiohttp.typedefs import Handler, Middleware
 from faust.web import Request, Response, View
 
 from streams.worker import metrics
@@ -22,6 +31,27 @@ from streams.worker import metrics
 RECOMMENDATIONS_PATH = "/users/{user_id}/recommendations"
 ITEM_PATH = "/items/{item_id}"
 MAX_LATEST = 200_000   # users whose latest recommendation is kept
+# Scrapers and orchestrator probes carry no token; these routes reveal nothing about users.
+OPEN_PATHS = frozenset({"/metrics", "/health/live", "/health/ready"})
+
+
+def require_token(token: str) -> Middleware:
+    """aiohttp middleware: 401 unless `Authorization: Bearer <token>` (but on OPEN_PATHS).
+    Compared in constant time, so the answer's timing does not leak the token."""
+    expected = f"Bearer {token}".encode()
+
+    @aiohttp_web.middleware
+    async def check(request: aiohttp_web.Request, handler: Handler) -> aiohttp_web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return aiohttp_web.json_response(
+                {"error": "unauthorized", "detail": "send Authorization: Bearer <XLREC_WEB_TOKEN>"},
+                status=401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return check
 
 
 class LatestRecommendations:
@@ -64,6 +94,15 @@ def register(app: faust.App, latest: Callable[[str], bytes | None],
                                  "detail": f"item {item_id[:128]!r} is not searchable on this worker"},
                                 status=404)
             return web.json(payload)
+
+    @app.page("/health/live", name="health_live")
+    async def live(web: View, request: Request) -> Response:
+        return web.json({"status": "ok"})
+
+    @app.page("/health/ready", name="health_ready")
+    async def ready(web: View, request: Request) -> Response:
+        busy = [name for name, on in (("rebalancing", app.rebalancing), ("recovering", app.in_recovery)) if on]
+        return web.json({"status": busy[0] if busy else "ok"}, status=503 if busy else 200)
 
     @app.page("/metrics", name="metrics")
     async def prometheus(web: View, request: Request) -> Response:
