@@ -12,7 +12,7 @@ import numpy as np
 from encoders.base import EncoderError
 from encoders.config import default_device, default_max_tokens, default_threads, physical_cores
 from encoders.export import CPU_DISABLED_OPTIMIZERS, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, read_manifest
-from encoders.text import BATCH_LIMITS, Batch, TextBatcher
+from encoders.text import BATCH_LIMITS, PAD_FREE_CPU_LIMITS, Batch, TextBatcher
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -69,7 +69,7 @@ class OnnxEncoder:
         self.manifest = manifest
         max_tokens = max_tokens or default_max_tokens()
         self.max_tokens = min(max_tokens, int(manifest["max_positions"]))
-        default_batch, default_tokens = BATCH_LIMITS[self.device]
+        default_batch, default_tokens = PAD_FREE_CPU_LIMITS if self.device == "cpu" else BATCH_LIMITS[self.device]
         # On the CPU every batch holds texts of one token length: nothing is padded, and the
         # small batches this makes are faster there (see docs/encoder-speed.md). The GPU
         # wants large batches, so it keeps length-sorted padded ones.

@@ -88,7 +88,7 @@ def test_embed_returns_rows_in_input_order(exact: bool) -> None:
 
     def run(batch):   # a "model" whose vector is the text's own ids, so rows can be checked
         out = np.zeros((len(batch.indices), 40), np.float32)
-        for row, i in enumerate(batch.indices):
+        for row in range(len(batch.indices)):
             n = int(batch.attention_mask[row].sum())
             out[row, :n] = batch.input_ids[row, :n]
         return out
