@@ -101,7 +101,7 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: int | None,
           source: str, chunk: int, cuda_batch_sizes: Sequence[int] = (64, 256),
-          with_pytorch: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
+          with_pytorch: bool = True, spin: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every engine on `texts` and return the JSON report (see the encoder issue)."""
     from encoders.export import export_model
     from encoders.onnx_encoder import OnnxEncoder, cuda_available
@@ -119,7 +119,7 @@ def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: in
     for variant in ("fp32", "int8"):
         engines[f"onnx_{variant}"] = OnnxEncoder(model_dir, device="cpu", variant=variant,
                                                  max_tokens=max_tokens, threads=cpu_threads,
-                                                 batch_size=batch_size)
+                                                 batch_size=batch_size, spin=spin)
     say(f"embedding {len(texts)} texts with {', '.join(engines)} (interleaved chunks of {chunk})")
     load_before = os.getloadavg()
     seconds, vectors = run_interleaved(engines, texts, chunk)
@@ -161,6 +161,7 @@ def bench(texts: Sequence[str], *, max_tokens: int, threads: int, batch_size: in
         report["target"] = {"int8_ratio_vs_pytorch": TARGET_INT8_RATIO, "min_cosine_vs_pytorch": TARGET_MIN_COSINE,
                             "met": ratio >= TARGET_INT8_RATIO and cos >= TARGET_MIN_COSINE}
     report["max_tokens"] = max_tokens
+    report["onnx_threads_spin"] = spin
     report["batch_size"] = {name: getattr(getattr(e, "batcher", None), "batch_size", None)
                             for name, e in engines.items()}
     report["machine"] = machine_info(cpu_threads)

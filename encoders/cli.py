@@ -66,6 +66,8 @@ def bench_encoder(
     data: Annotated[Path | None, typer.Option(help="Steam events file (default ../shared/data/steam/"
                                                    "events-dev.tsv.gz)")] = None,
     pytorch: Annotated[bool, typer.Option(help="Include the PyTorch fp32 baseline")] = True,
+    spin: Annotated[bool, typer.Option(help="onnxruntime threads spin between steps, as in the worker's "
+                                            "review-text process (--no-spin: they sleep, as in the worker)")] = True,
 ) -> None:
     """Embed the same review texts with PyTorch fp32, ONNX fp32, ONNX int8 (and CUDA fp16
     where available), interleaved, and write sentences/s, ratios and cosines as JSON."""
@@ -74,7 +76,7 @@ def bench_encoder(
     _log_progress()
     sample = load_review_texts(texts, data)
     report = bench(sample, max_tokens=max_tokens, threads=threads, batch_size=batch_size or None,
-                   source=source, chunk=chunk, with_pytorch=pytorch, say=typer.echo)
+                   source=source, chunk=chunk, with_pytorch=pytorch, spin=spin, say=typer.echo)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(format_table(report))

@@ -100,14 +100,15 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
 
 def review_encoder(settings: Settings, encoder: Any) -> Any:
     """On CPU (and unless `review_text_process` is off), the same encoder in a child process at
-    `REVIEW_PROCESS_NICE`, with every core: it takes what the event path leaves idle."""
+    `REVIEW_PROCESS_NICE`, with every core, its threads spinning between steps (the process does
+    nothing else): it takes what the event path leaves idle."""
     from encoders.factory import load_default_encoder
     from encoders.process_encoder import ProcessEncoder
 
     if not settings.review_text_process or getattr(encoder, "device", "cpu") != "cpu":
         return None
     load = functools.partial(load_default_encoder, device="cpu", max_tokens=settings.encoder_max_tokens,
-                             threads=settings.encoder_threads, cache_dir=settings.cache_dir)
+                             threads=settings.encoder_threads, cache_dir=settings.cache_dir, spin=True)
     return ProcessEncoder(load, name=encoder.name, dim=encoder.dim, nice=REVIEW_PROCESS_NICE)
 
 

@@ -64,3 +64,15 @@ def test_runtime_needs_no_torch(model_dir: Path) -> None:
         assert not heavy, heavy
     """)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2], timeout=120)
+
+
+def test_threads_spin_only_where_asked(model_dir: Path) -> None:
+    """The worker's encoder shares cores with the event path: its idle threads sleep; the
+    review-text process only encodes, and lets them spin (same vectors either way)."""
+    sleeping = factory.load_default_encoder(device="cpu", threads=2)
+    spinning = OnnxEncoder(model_dir, device="cpu", variant="int8", threads=2, spin=True)
+    key = "session.intra_op.allow_spinning"
+    assert sleeping.session.get_session_options().get_session_config_entry(key) == "0"
+    assert spinning.session.get_session_options().get_session_config_entry(key) == "1"
+    texts = ["a quiet puzzle game", "ein ruhiges Rätselspiel"]
+    assert abs(sleeping.encode(texts) - spinning.encode(texts)).max() < 1e-5
