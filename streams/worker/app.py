@@ -20,7 +20,8 @@ from streams.worker.web import require_token
 # Faust's default commit interval (2.8 s) is what a crash may replay; the users table is
 # idempotent by Kafka offset and event_id, so replays are harmless, only wasted work.
 COMMIT_INTERVAL_S = 1.0
-# The dlq topic accepts the original bytes of poison messages up to 16 MiB (streams.contracts.topics).
+# The producer's request limit; dead letters, once the largest records written, are now cut to
+# 900 KiB (streams.worker.dlq) so that they fit a dlq topic at the broker's default size too.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024 + 64 * 1024
 
 

@@ -4,8 +4,9 @@ parts ask of it. Plus the messages the tests feed it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,17 @@ def fake_worker(engine: FakeEngine, tmp_path: Path, *, store: VectorStore | None
         worker.ctx.owned = set(range(config.partitions))
     topics = worker.ctx.topics
     try:
-        with patch.object(topics.dlq, "send", new=AsyncMock()), \
+        with patch.object(topics.dlq, "send", new=AsyncMock(side_effect=acked)), \
                 patch.object(topics.recommendations, "send", new=AsyncMock()), \
                 patch.object(worker.ctx.users, "send_changelog", new=MagicMock()):
             yield worker
     finally:
         runner.close()
+
+
+async def acked(**kwargs: Any) -> Awaitable[None]:
+    """A topic send whose message the broker acknowledged at once (the dlq awaits that)."""
+    return asyncio.sleep(0)
 
 
 def sent(topic_send: Any) -> list[dict[str, Any]]:
