@@ -46,10 +46,9 @@ class Settings(BaseSettings):
                             description="Exported models, broker jars, embedding cache")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; embedded Qdrant when unset")
     users_store: Literal["rocksdb", "memory"] = Field(
-        "memory", description="Where the worker keeps the users table: `memory` (everything in memory, "
-        "a restart replays the whole changelog) or `rocksdb` (on disk in data_dir, memory flat in users, "
-        "a restart recovers only the changelog written since; not yet the default: one SIGKILL fault "
-        "run lost an event with it)")
+        "rocksdb", description="Where the worker keeps the users table: `rocksdb` (on disk in data_dir, "
+        "memory flat in users, a restart recovers only the changelog written since) or `memory` "
+        "(everything in memory, a restart replays the whole changelog)")
     users_cache_mb: int = Field(256, ge=1, description="RocksDB block cache of the users table, MiB "
                                 "(shared out over the partitions)")
     standby_replicas: int = Field(1, ge=0, description="Faust table_standby_replicas: other workers "

@@ -26,7 +26,6 @@ PARTITIONS = 4
 
 
 def table_for(tmp_path: Path, **settings: Any) -> UsersTable:
-    settings.setdefault("users_store", "rocksdb")
     config = Settings(topic_prefix="t.", data_dir=tmp_path, partitions=PARTITIONS, **settings)
     app = build_app(config, web_enabled=False)
     return users_table(app, config)
@@ -70,6 +69,9 @@ def sending(table: UsersTable) -> Sent:
 
 
 def test_rocksdb_is_the_default_store_and_memory_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XLREC_USERS_STORE", raising=False)
+    monkeypatch.delenv("XLREC_STANDBY_REPLICAS", raising=False)
+    assert Settings.model_fields["users_store"].default == "rocksdb"
     table = table_for(tmp_path / "a")
     assert str(table.app.conf.store).startswith("rocksdb:") and isinstance(table.data, UsersStore)
     assert table.on_disk
