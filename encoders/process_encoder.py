@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,15 +24,25 @@ import numpy as np
 from encoders.base import Encoder, EncoderError
 
 _encoder: Encoder | None = None   # the child's encoder
+PARENT_CHECK_S = 1.0              # how often the child looks whether its parent still lives
 
 
-def _start(load: Callable[[], Encoder], nice: int) -> None:
+def _start(load: Callable[[], Encoder], nice: int, parent: int) -> None:
     global _encoder
+    threading.Thread(target=_exit_with, args=(parent,), name="xlrec-parent-watch", daemon=True).start()
     try:
         os.nice(nice)
     except OSError:  # not permitted here: the child still works, only unprioritised
         pass
     _encoder = load()
+
+
+def _exit_with(parent: int) -> None:
+    """End this process once its parent is gone: a worker killed with SIGKILL cannot shut its
+    pool down, and the child would otherwise wait for work forever, holding its memory."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 def _encode(texts: list[str]) -> np.ndarray:
@@ -56,7 +67,7 @@ class ProcessEncoder:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start, initargs=(self._load, self._nice))
+                                   initializer=_start, initargs=(self._load, self._nice, os.getpid()))
 
     @property
     def name(self) -> str:
