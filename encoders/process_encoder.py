@@ -59,8 +59,8 @@ class ProcessEncoder:
     def __init__(self, load: Callable[[], Encoder], *, name: str, dim: int, nice: int = 10) -> None:
         self._load = load
         self._nice = nice
-        self._name = name
-        self._dim = dim
+        self.name = name
+        self.dim = dim
         self._lock = threading.Lock()
         self._pool = self._new_pool()
         self._pool.submit(_encode, ["warm up"])   # load the model now, not on the first review
@@ -68,14 +68,6 @@ class ProcessEncoder:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start, initargs=(self._load, self._nice, os.getpid()))
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -39,14 +41,20 @@ def test_long_text_is_capped_before_tokenising(batcher: TextBatcher) -> None:
     assert len(batcher.tokenize(["word " * 100_000])[0]) == 32
 
 
-def test_batches_sorted_padded_and_within_limits(batcher: TextBatcher) -> None:
-    texts = ["a", "a b c d e f g h i j k l m n o p q r s t", "a b", "a b c d e", "x", "a b c"]
+def longest_first(batcher: TextBatcher, texts: list[str]) -> tuple[list[list[int]], list[Any]]:
+    """Token ids and batches, checked to hold every text once, longest first."""
     ids = batcher.tokenize(texts)
     batches = list(batcher.batches(ids))
     seen = np.concatenate([b.indices for b in batches])
     assert sorted(seen.tolist()) == list(range(len(texts)))
     lengths = [len(ids[i]) for i in seen]
     assert lengths == sorted(lengths, reverse=True)
+    return ids, batches
+
+
+def test_batches_sorted_padded_and_within_limits(batcher: TextBatcher) -> None:
+    texts = ["a", "a b c d e f g h i j k l m n o p q r s t", "a b", "a b c d e", "x", "a b c"]
+    ids, batches = longest_first(batcher, texts)
     for b in batches:
         assert b.input_ids.shape == b.attention_mask.shape
         assert b.input_ids.shape[0] <= 4 and b.input_ids.size <= 64
@@ -61,12 +69,7 @@ def test_exact_length_batches_have_no_padding() -> None:
                           exact_lengths=True)
     texts = ["a b c", "x", "a b c d e f g h i j k l m n o p q r s t", "c b a", "y", "z",
              "b c a", "a c b", "q", "a b c d e"]
-    ids = batcher.tokenize(texts)
-    batches = list(batcher.batches(ids))
-    seen = np.concatenate([b.indices for b in batches])
-    assert sorted(seen.tolist()) == list(range(len(texts)))
-    lengths = [len(ids[i]) for i in seen]
-    assert lengths == sorted(lengths, reverse=True)
+    ids, batches = longest_first(batcher, texts)
     for b in batches:
         assert b.attention_mask.all(), "a pad-free batch has no padding"
         assert len({len(ids[i]) for i in b.indices}) == 1
