@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -113,3 +114,57 @@ def test_json_schemas_cover_every_message() -> None:
     assert set(schemas) == {"ItemEvent", "ClickEvent", "ReviewEvent", "RecommendationRequest",
                             "Recommendation"}
     assert "user_id" in schemas["ClickEvent"]["required"]
+
+
+@pytest.mark.parametrize("ts, message", [
+    (NOW * 1000, "looks like unix milliseconds; send unix seconds (divide by 1,000)"),
+    (NOW * 1_000_000, "looks like unix microseconds"),
+    (12, "is before 2000-01-01 (946684800); send unix seconds"),
+    (NOW + 10 * 86400, "more than a day in the future"),
+])
+def test_a_timestamp_out_of_bounds_says_which_unit_to_send(ts: float, message: str) -> None:
+    with pytest.raises(InvalidEvent, match=re.escape(message)):
+        parse_event("reviews", {**REVIEW, "ts": ts})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ts": "1700000000"}, "field 'ts': expected a number, got the string '1700000000'; send the number "
+                           "without quotes"),
+    ({"voted_up": "yes"}, "field 'voted_up': expected true or false, got the string 'yes'"),
+    ({"voted_up": 1}, "field 'voted_up': expected true or false, got 1"),
+    ({"voted_up": None, "rating": "5"}, "field 'rating': expected a number, got the string '5'"),
+    ({"voted_up": None, "rating": True}, "field 'rating': expected a number, got true"),
+])
+def test_look_alike_values_are_rejected_not_coerced(change: dict, message: str) -> None:
+    """A string that looks like a number or a flag is an error: the published schema says number or
+    boolean, and a silent `"yes"` -> true or `true` -> 1 star would hide a producer's bug."""
+    with pytest.raises(InvalidEvent, match=re.escape(message)):
+        parse_event("reviews", {**REVIEW, **change})
+
+
+def test_length_messages_count_characters() -> None:
+    with pytest.raises(InvalidEvent, match="field 'text': String should have at most 200000 characters$"):
+        parse_event("reviews", {**REVIEW, "text": "x" * (MAX_TEXT_CHARS + 1)})
+    with pytest.raises(InvalidEvent, match="field 'title': String should have at most 1000 characters$"):
+        parse_event("items", {"item_id": "g", "title": "t" * 1001, "ts": 1_500_000_000})
+    with pytest.raises(InvalidEvent, match="field 'title': String should have at least 1 character$"):
+        parse_event("items", {"item_id": "g", "title": "\x00", "ts": 1_500_000_000})
+
+
+def test_event_language_is_a_bcp47_tag_stored_in_canonical_case() -> None:
+    assert parse_event("reviews", {**REVIEW, "lang": "ZH-hans"}).lang == "zh-Hans"  # type: ignore[attr-defined]
+    assert parse_event("reviews", {**REVIEW, "lang": "pt-br"}).lang == "pt-BR"  # type: ignore[attr-defined]
+    for tag in ("english", "en_US", " en", "en\n"):
+        with pytest.raises(InvalidEvent, match="field 'lang': .* is not a BCP-47 language tag"):
+            parse_event("reviews", {**REVIEW, "lang": tag})
+
+
+def test_the_schema_publishes_the_rules_the_validator_enforces() -> None:
+    review = json_schemas()["ReviewEvent"]
+    ts = review["properties"]["ts"]
+    assert ts["type"] == "number" and ts["minimum"] == 946_684_800 and ts["x-maxSecondsAfterNow"] == 86_400
+    assert "unix seconds" in ts["description"] and "millisecond" in ts["description"]
+    lang = review["properties"]["lang"]["anyOf"][0]
+    assert lang["pattern"].startswith("^[A-Za-z]{2,3}") and "BCP-47" in lang["description"]
+    assert {tuple(rule["required"]) for rule in review["anyOf"]} == {("voted_up",), ("rating",)}
+    assert review["properties"]["rating"]["anyOf"][0] == {"type": "number", "minimum": 1, "maximum": 5}
