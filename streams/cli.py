@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from encoders import cli as encoder_cli
-from streams.ops import kafka_cli, lag_cli
+from streams.ops import dlq_cli, kafka_cli, lag_cli
 from streams.sdk import cli as sdk_cli
 from streams.tools import bench_pipeline, bench_scale, evaluate_cli
 from streams.worker import cli as worker_cli
@@ -45,6 +45,8 @@ app = typer.Typer(help="xlrec: streaming multilingual recommender.", no_args_is_
 bench_app = typer.Typer(help="Benchmarks that print numbers and write JSON.", no_args_is_help=True)
 
 sdk_cli.register(app)
+sdk_cli.tail_app.command("dlq")(dlq_cli.tail_dlq)
+app.add_typer(dlq_cli.dlq_app, name="dlq")
 app.command("worker")(worker_cli.worker)
 app.command("lag")(lag_cli.lag)
 app.command("dashboard")(lag_cli.dashboard)

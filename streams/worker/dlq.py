@@ -9,7 +9,8 @@ A dead letter always fits: an original larger than MAX_DEAD_LETTER_BYTES (a 20 M
 gzip-compressed passes the broker's size check as a small batch) keeps a prefix only, with
 `xlrec-truncated` (`value`, `key` or both), `xlrec-original-bytes` and `xlrec-original-sha256`
 (and `xlrec-original-key-bytes`, `xlrec-original-key-sha256` for a long key); such a letter is
-evidence, never replayable. And the agent goes on only once the broker acknowledged the dead
+evidence, never replayable (`xlrec dlq replay` skips it). The header names are the contract in
+`streams.contracts.dead_letters`. And the agent goes on only once the broker acknowledged the dead
 letter: a write that fails is retried, so the batch is never acknowledged (and committed) without it.
 """
 
@@ -18,19 +19,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any
 
 import faust
 
 from encoders.base import EncoderError
 from streams.worker import metrics
 from streams.worker.backoff import BACKOFF_MAX_S, BACKOFF_START_S, Backoff
+# The header contract lives in streams.contracts (tools read it without Faust); re-exported here.
+from streams.contracts.dead_letters import HEADER_PREFIX as HEADER_PREFIX
+from streams.contracts.dead_letters import TRUNCATED as TRUNCATED
+from streams.contracts.dead_letters import parse_headers as parse_headers
 from streams.contracts.schemas import InvalidEvent
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 1_000
-HEADER_PREFIX = "xlrec-"
 # Key, value and headers of a dead letter stay under 900 KiB: below Kafka's default
 # max.message.bytes (1,048,588) and max.request.size (1 MiB) with room for the batch and record
 # overhead, so a dead letter fits even on a dlq topic created with the broker's defaults (Faust
@@ -39,7 +42,6 @@ HEADER_PREFIX = "xlrec-"
 # what is poison anyway, or a rare huge valid event failing later, is cut.
 MAX_DEAD_LETTER_BYTES = 900 * 1024
 MAX_KEY_BYTES = 1024   # event keys are ids of <= 128 characters
-TRUNCATED = f"{HEADER_PREFIX}truncated"
 
 
 class Reason:
@@ -115,13 +117,6 @@ def _original(what: str, data: bytes) -> list[tuple[str, bytes]]:
 def _headers_bytes(headers: list[tuple[str, bytes]]) -> int:
     """Bytes the headers take in a record (names and values; varint lengths rounded up)."""
     return sum(len(k.encode()) + len(v) + 10 for k, v in headers)
-
-
-def parse_headers(headers: Any) -> dict[str, str]:
-    """Dead-letter headers as a dict without the prefix (for tools and tests)."""
-    items = headers.items() if isinstance(headers, dict) else headers or []
-    return {k.removeprefix(HEADER_PREFIX): (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-            for k, v in items if k.startswith(HEADER_PREFIX)}
 
 
 class DeadLetterQueue:
