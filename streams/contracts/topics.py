@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -49,12 +50,13 @@ def check_broker(settings: Settings, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def create_topics(settings: Settings) -> dict[str, str]:
-    """Create every xlrec topic; returns topic -> 'created' | 'exists'."""
+def create_topics(settings: Settings, internal: Sequence[str] = ()) -> dict[str, str]:
+    """Create every xlrec topic, and the `internal` topics named (the worker's repartition
+    topic), with the same partitions; returns topic -> 'created' | 'exists'."""
     check_broker(settings)
     admin = admin_client(settings)
     existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
-    wanted = [settings.topic(name) for name in TOPIC_NAMES]
+    wanted = [settings.topic(name) for name in TOPIC_NAMES] + list(internal)
     result = {topic: "exists" for topic in wanted if topic in existing}
     new = [NewTopic(topic, num_partitions=settings.partitions, replication_factor=settings.replication,
                     config=_topic_config(topic, settings))

@@ -35,6 +35,8 @@ class Topics:
     requests: faust.TopicT
     recommendations: faust.TopicT
     dlq: faust.TopicT
+    repartition: faust.TopicT
+    """Internal: user events forwarded to their user's partition (streams.worker.reroute)."""
 
 
 def build_app(settings: Settings, **overrides: Any) -> faust.App:
@@ -85,9 +87,18 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 
     return Topics(items=topic("items"), clicks=topic("clicks"), reviews=topic("reviews"),
                   requests=topic("requests"), recommendations=topic("recommendations"),
-                  dlq=topic("dlq"))
+                  dlq=topic("dlq"),
+                  repartition=app.topic(repartition_name(settings), key_type=bytes, value_type=bytes,
+                                        key_serializer="raw", value_serializer="raw",
+                                        partitions=settings.partitions, internal=True))
 
 
 def changelog_name(settings: Settings, table: str) -> str:
     """Table changelog topics share the topic prefix, so deployments on one broker stay apart."""
     return f"{settings.topic_prefix}{settings.group_id}-{table}-changelog"
+
+
+def repartition_name(settings: Settings) -> str:
+    """The internal topic that user events on the wrong partition are forwarded through (one
+    per consumer group, like a Kafka Streams repartition topic; streams.worker.reroute)."""
+    return f"{settings.topic_prefix}{settings.group_id}-users-repartition"

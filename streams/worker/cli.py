@@ -67,12 +67,13 @@ def prepare(settings: Settings) -> tuple[faust.App, EngineRunner]:
     from ranking.engine import Recommender
     from ranking.qdrant_store import open_store
     from streams.worker.wiring import Worker
-    from streams.worker.app import build_app
+    from streams.worker.app import build_app, repartition_name
     from streams.worker.catalog_feed import load_resume
     from streams.worker.engine_runner import EngineRunner
     from streams.contracts.topics import create_topics
 
-    create_topics(settings)  # fails fast, naming the bootstrap servers, when no broker answers
+    # Fails fast, naming the bootstrap servers, when no broker answers.
+    create_topics(settings, [repartition_name(settings)])
     encoder = load_default_encoder(device=settings.device, max_tokens=settings.encoder_max_tokens,
                                    threads=settings.encoder_threads or WORKER_ENCODER_THREADS,
                                    cache_dir=settings.cache_dir)

@@ -16,11 +16,11 @@ import faust
 
 from ranking.engine import Profile
 from streams.contracts.settings import Settings
-from streams.worker.app import Topics
+from streams.worker.app import Topics, repartition_name
 from streams.worker.dlq import DeadLetterQueue
 from streams.worker.engine_runner import EngineRunner
 from streams.worker.rank_scheduler import RankScheduler
-from streams.worker.users_table import UsersTable
+from streams.worker.users_table import UsersTable, guess_partition
 
 USER_KINDS = ("clicks", "reviews")
 
@@ -47,7 +47,8 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         self.kinds = {self.settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}
-        self.user_topics = {self.settings.topic(k) for k in USER_KINDS}
+        self.repartition_topic = repartition_name(self.settings)
+        self.user_topics = {self.settings.topic(k) for k in USER_KINDS} | {self.repartition_topic}
 
     def now(self) -> float:
         return self.event_time or time.time()
@@ -69,6 +70,11 @@ class WorkerContext:
         owner must not send a ranking that lands after the new owner's fresher one."""
         partition = self.users.partition_of(user_id)
         return partition is None or partition in self.owned
+
+    def home_partition(self, user_id: str) -> int:
+        """The partition of the user's profile: where the SDK sends the user's events (murmur2);
+        events that arrive elsewhere are re-routed there (streams.worker.reroute)."""
+        return guess_partition(user_id, self.settings.partitions)
 
     def user_partitions(self, tps: set[faust.types.TP]) -> set[int]:
         """The partitions of the user-event topics among these topic-partitions."""

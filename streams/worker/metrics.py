@@ -39,6 +39,11 @@ DEAD_LETTERS = Counter(
     "xlrec_dead_letters", "Events sent to the dead-letter topic, per reason "
     "(e.g. invalid_json, schema, encoder_error, ranking_error).",
     ["reason"], registry=REGISTRY)
+EVENTS_REROUTED = Counter(
+    "xlrec_events_rerouted", "User events that arrived on another partition than their user's "
+    "(a producer that does not partition by murmur2 of the user_id, e.g. librdkafka's default "
+    "crc32) and were forwarded to it through the repartition topic, per input topic.",
+    ["topic"], registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
 RANKER_LEARNING_SKIPPED = Counter(

@@ -24,6 +24,7 @@ from streams.contracts.schemas import ReviewEvent, parse_event
 from streams.worker import metrics
 from streams.worker.context import WorkerContext
 from streams.worker.dlq import Reason
+from streams.worker.reroute import NoOrigin, arrival, text_key, text_position
 from streams.worker.user_record import UserRecord
 from streams.worker.waiting_texts import read_messages
 
@@ -37,7 +38,7 @@ Review = tuple[ReviewEvent, Message]
 
 def to_read(records: Iterable[UserRecord | None], owned: set[int],
             queued: set[tuple[int, int]]) -> dict[int, set[int]]:
-    """partition -> waiting offsets of owned users that are not in the lane's queue."""
+    """partition -> waiting entries (`text_key`) of owned users that are not in the lane's queue."""
     out: dict[int, set[int]] = {}
     for record in records:
         if record is None or not record.waiting_texts:
@@ -90,9 +91,20 @@ class ReviewTextLane:
         if reviews:
             self._waiting.set()
 
+    def key(self, message: Message) -> int:
+        """The review's entry in `UserRecord.waiting_texts` (its offset; a re-routed one's differs)."""
+        return text_key(message, self.ctx.repartition_topic)
+
+    def origin(self, message: Message) -> Message:
+        """The review as the app sent it (a re-routed copy names its origin), for dead letters."""
+        try:
+            return arrival(message, self.ctx.kinds, self.ctx.repartition_topic).origin_message(message)
+        except NoOrigin:
+            return message
+
     def queued(self) -> set[tuple[int, int]]:
-        """(partition, offset) of the review texts in the queue."""
-        return {(m.partition, m.offset) for _, m in self.texts}
+        """(partition, waiting-texts entry) of the review texts in the queue."""
+        return {(m.partition, self.key(m)) for _, m in self.texts}
 
     def drop(self, gone: set[tuple[str, int]]) -> None:
         """Forget the texts of revoked partitions, including those of the batch in flight: a
@@ -128,14 +140,14 @@ class ReviewTextLane:
         vectors, failed = await self._embed([event for event, _ in batch])
         for event, message in batch:
             if event.event_id in failed:
-                await ctx.dlq.send(message, failed[event.event_id], Reason.ENCODER_ERROR)
+                await ctx.dlq.send(self.origin(message), failed[event.event_id], Reason.ENCODER_ERROR)
         mine = [(event, message) for event, message in batch
                 if (message.topic, message.partition) not in self._revoked]
         metrics.REVIEW_TEXTS_SKIPPED.inc(len(batch) - len(mine))  # the new owner reads them again
         async with ctx.profiles_lock:
             records = {event.user_id: ctx.users.record(event.user_id) for event, _ in mine}
             # Folded in already (a text read again after a restart that had folded it): skip.
-            mine = [(e, m) for e, m in mine if m.offset in _waiting(records[e.user_id])]
+            mine = [(e, m) for e, m in mine if self.key(m) in _waiting(records[e.user_id])]
             done = [(e, m) for e, m in mine if e.event_id in vectors]
             profiles = {e.user_id: records[e.user_id].profile for e, _ in done}  # type: ignore[union-attr]
             await ctx.runner.add_review_texts([(e, vectors[e.event_id]) for e, _ in done], profiles)
@@ -149,7 +161,7 @@ class ReviewTextLane:
         finished: dict[str, set[int]] = {}
         partitions: dict[str, int] = {}
         for event, message in mine:
-            finished.setdefault(event.user_id, set()).add(message.offset)
+            finished.setdefault(event.user_id, set()).add(self.key(message))
             partitions[event.user_id] = message.partition
         for user_id, offsets in finished.items():
             record = records[user_id]
@@ -184,23 +196,32 @@ class ReviewTextLane:
             self.reader = asyncio.ensure_future(self._read(wanted))
 
     async def _read(self, wanted: dict[int, set[int]]) -> None:
+        """Read the waiting entries: offsets of the reviews topic, and re-routed reviews' copies
+        in the repartition topic (streams.worker.reroute.text_position)."""
         ctx = self.ctx
-        topic = ctx.settings.topic("reviews")
         loop = asyncio.get_running_loop()
+        where: dict[str, dict[int, set[int]]] = {}
+        for partition, entries in wanted.items():
+            for entry in entries:
+                rerouted, offset = text_position(entry)
+                topic = ctx.repartition_topic if rerouted else ctx.settings.topic("reviews")
+                where.setdefault(topic, {}).setdefault(partition, set()).add(offset)
+        messages: list[Message] = []
         try:
-            messages = await loop.run_in_executor(None, read_messages, ctx.settings, topic, wanted)
+            for topic, offsets in where.items():
+                messages += await loop.run_in_executor(None, read_messages, ctx.settings, topic, offsets)
         except Exception as exc:  # the broker away: the next rebalance or restart reads them
             log.warning("waiting review texts not read again (%s: %s)", type(exc).__name__, exc)
             return
         queued = self.queued()
         texts: list[Review] = []
         for message in messages:
-            if (message.partition, message.offset) in queued or message.partition not in ctx.owned:
+            if (message.partition, self.key(message)) in queued or message.partition not in ctx.owned:
                 continue
             try:
                 texts.append((parse_event("reviews", message.value), message))  # type: ignore[arg-type]
             except Exception as exc:  # it was valid when applied; never let one stop the rest
-                log.warning("waiting review text at %s[%d]@%d unreadable: %s", topic,
+                log.warning("waiting review text at %s[%d]@%d unreadable: %s", message.topic,
                             message.partition, message.offset, exc)
         log.info("read %d waiting review texts again", len(texts))
         metrics.REVIEW_TEXTS_READ_AGAIN.inc(len(texts))

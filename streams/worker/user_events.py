@@ -5,7 +5,8 @@ the batch was processed, and a batch is acknowledged only once the broker acknow
 changelog writes). The users table is made exactly-once in effect by idempotent updates: each
 `UserRecord` keeps the last applied offset per (topic, partition) and the engine's profile
 keeps the latest event_ids, so a message redelivered after a crash, or an event an app sent
-twice, changes nothing.
+twice, changes nothing. An event on another partition than its user's is forwarded there
+(streams.worker.reroute) and named by where it arrived, so a copy forwarded twice is applied once.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from streams.worker.context import WorkerContext
 from streams.worker.engine_runner import FeedbackJob
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.messages import batches, decode
+from streams.worker.reroute import Arrival, NoOrigin, Rerouter, arrival
 from streams.worker.review_text_lane import ReviewTextLane
-from streams.worker.user_record import UserRecord
+from streams.worker.user_record import UserRecord, source_key
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class UserEvents:
         self.lane = lane
         self.impressions = impressions
         self.requests = requests
+        self.rerouter = Rerouter(ctx.topics.repartition)
 
     async def process(self, stream: faust.StreamT) -> None:
         """The agent: batches of clicks, reviews and requests, one table update at a time."""
@@ -68,19 +71,36 @@ class UserEvents:
     async def handle(self, events: Sequence[EventT]) -> None:
         """Clicks and reviews update profiles in order; requests queue an immediate ranking.
         Waits until the catalog feed has read the items that existed at start, so profiles
-        never learn from items this worker does not know yet."""
+        never learn from items this worker does not know yet. Events on another partition than
+        their user's are forwarded there (streams.worker.reroute), and the batch is done only
+        once the broker has the forwarded copies."""
         ctx = self.ctx
         await self.feed.ready.wait()
-        fresh: list[tuple[UserEvent, Message, str]] = []
+        fresh: list[tuple[UserEvent, Message, Arrival]] = []
         records: dict[str, UserRecord | None] = {}
-        count_events(ctx.kinds[ev.message.topic] for ev in events)
+        # Highest origin offset taken in this batch per (user, source): two copies of one
+        # re-routed event can both be in the batch (it was forwarded twice).
+        taken: dict[tuple[str, str], int] = {}
+        moves: list[tuple[Message, str, int]] = []
+        arrived: list[Arrival | Exception] = []
         for ev in events:
-            message = ev.message
-            kind = ctx.kinds[message.topic]
             try:
-                event = decode(kind, message)
+                arrived.append(arrival(ev.message, ctx.kinds, ctx.repartition_topic))
+            except NoOrigin as exc:
+                arrived.append(exc)
+        count_events(a.kind for a in arrived if isinstance(a, Arrival) and a.via is None)
+        for ev, came in zip(events, arrived):
+            message = ev.message
+            try:
+                if isinstance(came, Exception):
+                    raise came
+                event = decode(came.kind, message)
             except Exception as exc:
-                await ctx.dlq.send(message, exc)
+                await ctx.dlq.send(came.origin_message(message) if isinstance(came, Arrival) else message, exc)
+                continue
+            home = self.misplaced(event.user_id, message.partition) if came.via is None else None  # type: ignore[attr-defined]
+            if home is not None:
+                moves.append((message, came.kind, home))
                 continue
             if isinstance(event, RecommendationRequest):
                 self.requests.append((event, message))
@@ -89,26 +109,47 @@ class UserEvents:
             if event.user_id not in records:
                 records[event.user_id] = ctx.users.record(event.user_id)
             record = records[event.user_id]
-            if record is not None and record.applied(kind, message.partition, message.offset):
+            source = source_key(came.kind, came.partition)
+            if (record is not None and record.applied(came.kind, came.partition, came.offset)) or \
+                    came.offset <= taken.get((event.user_id, source), -1):
                 # A replay after a crash: the table has it, but its ranking may have been lost.
                 ctx.scheduler.mark(event.user_id, event.event_id, time.time())
                 ctx.saw(event.ts)
                 continue
-            fresh.append((event, message, kind))
+            taken[(event.user_id, source)] = came.offset
+            fresh.append((event, message, came))
         if fresh:
             await self._apply(fresh, records)
+        await self.forward(moves)
         ctx.wake_ranking()
 
-    async def _apply(self, fresh: list[tuple[UserEvent, Message, str]],
+    def misplaced(self, user_id: str, partition: int) -> int | None:
+        """The user's partition when an event of the user arrived on another one, else None."""
+        home = self.ctx.home_partition(user_id)
+        return home if home != partition else None
+
+    async def forward(self, moves: list[tuple[Message, str, int]]) -> None:
+        """Re-route events to their users' partitions; the batch is acknowledged (its source
+        offsets committed) only once the broker acknowledged every forwarded copy."""
+        try:
+            await self.rerouter.forward(moves)
+        except Exception as exc:
+            # As for a changelog write: only a restart from the committed offsets reads it again.
+            log.critical("re-routing %d user events failed (%s: %s); stopping the worker", len(moves),
+                         type(exc).__name__, exc)
+            await self.ctx.app.crash(exc)
+            raise
+
+    async def _apply(self, fresh: list[tuple[UserEvent, Message, Arrival]],
                      records: dict[str, UserRecord | None]) -> None:
         ctx = self.ctx
         results = await self.observe([e for e, _, _ in fresh], records)
         touched: dict[str, int] = {}
         texts: list[tuple[ReviewEvent, Message]] = []
         feedback: list[FeedbackJob] = []
-        for (event, message, kind), result in zip(fresh, results):
+        for (event, message, came), result in zip(fresh, results):
             if isinstance(result, Exception):
-                await ctx.dlq.send(message, result)
+                await ctx.dlq.send(came.origin_message(message), result)
                 continue
             old = records.get(event.user_id)
             text_waits = isinstance(event, ReviewEvent) and bool(event.text.strip()) and \
@@ -116,8 +157,8 @@ class UserEvents:
             if text_waits:
                 texts.append((event, message))  # type: ignore[arg-type]
             records[event.user_id] = (old or UserRecord(result)).after_event(
-                result, kind, message.partition, message.offset, event.event_id, time.time(),
-                text_waits=text_waits)
+                result, came.kind, came.partition, came.offset, event.event_id, time.time(),
+                text_waits=text_waits, via=came.via)
             touched[event.user_id] = message.partition
             ctx.scheduler.mark(event.user_id, event.event_id, message.timestamp or time.time())
             ctx.saw(event.ts)

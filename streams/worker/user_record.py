@@ -2,8 +2,10 @@
 
 This module is the only place that knows the stored layout. A record holds the user's profile
 (`ranking.profile`, plain JSON), the last applied offset per source partition (so a message
-redelivered after a crash changes nothing), the last applied event, when it was applied, and
-the offsets of the user's reviews whose text still waits for the encoder (`review_text_lane`).
+redelivered after a crash changes nothing; a re-routed event is named by the partition and offset
+it arrived on, and its copy's by `repartition:<partition>`, streams.worker.reroute), the last
+applied event, when it was applied, and the offsets of the user's reviews whose text still waits
+for the encoder (`review_text_lane`; -(offset + 1) for a re-routed review's copy).
 
 Stored forms (`to_bytes` writes version 2; `from_bytes` reads both):
 
@@ -41,6 +43,7 @@ WAITS, COMPRESSED = 1, 2                # header flags
 VECTOR_FIELDS = ("interest", "own")     # profile fields held as base64 (ranking.vectors)
 COMPRESS_LEVEL = 1                      # zlib: ~8 us for a busy user's body, half its bytes
 MAX_WAITING_TEXTS = 32   # per user; older ones are dropped (a bounded value)
+REPARTITION_KIND = "repartition"   # offsets key of the repartition topic (streams.worker.reroute)
 
 
 class UnknownRecordVersion(ValueError):
@@ -67,17 +70,31 @@ class UserRecord:
 
     @property
     def partition(self) -> int | None:
-        """The user's partition, from the source partitions the record names."""
+        """The user's partition, from the source partitions the record names: the repartition
+        topic's when the user's events were re-routed (the other keys of re-routed events name
+        the partition they arrived on), else any, all being the user's partition."""
+        for key in self.offsets:
+            if key.startswith(f"{REPARTITION_KIND}:"):
+                return int(key.rsplit(":", 1)[1])
         for key in self.offsets:
             return int(key.rsplit(":", 1)[1])
         return None
 
     def after_event(self, profile: Profile, kind: str, partition: int, offset: int, event_id: str,
-                    applied_at: float, *, text_waits: bool = False) -> UserRecord:
-        """The record once one event is applied; `text_waits` adds its review text's offset."""
-        waiting = (*self.waiting_texts, offset)[-MAX_WAITING_TEXTS:] if text_waits else self.waiting_texts
-        return UserRecord(profile, {**self.offsets, source_key(kind, partition): offset}, event_id,
-                          applied_at, waiting)
+                    applied_at: float, *, text_waits: bool = False,
+                    via: tuple[int, int] | None = None) -> UserRecord:
+        """The record once one event is applied, the event named by where it arrived (`kind`,
+        `partition`, `offset`); `via` is the (user's partition, offset) of its re-routed copy in
+        the repartition topic (streams.worker.reroute). `text_waits` adds its review text's
+        entry: its offset, or -(offset + 1) of the re-routed copy."""
+        offsets = dict(self.offsets)
+        entry = offset
+        if via is not None:
+            offsets[source_key(REPARTITION_KIND, via[0])] = via[1]
+            entry = -(via[1] + 1)
+        offsets[source_key(kind, partition)] = offset
+        waiting = (*self.waiting_texts, entry)[-MAX_WAITING_TEXTS:] if text_waits else self.waiting_texts
+        return UserRecord(profile, offsets, event_id, applied_at, waiting)
 
     def with_profile(self, profile: Profile, waiting_texts: Iterable[int]) -> UserRecord:
         """The record with review texts folded in: a new profile and the offsets still waiting."""

@@ -56,7 +56,10 @@ class Worker:
     def _register(self, app: faust.App, settings: Settings) -> None:
         topics = self.ctx.topics
         self.items_agent = app.agent(topics.items, name="xlrec-items")(self.items.process)
+        # The user-event topics and the repartition topic that events on the wrong partition are
+        # forwarded through (streams.worker.reroute): one agent, co-partitioned with the table.
         user_topics = app.topic(*(settings.topic(k) for k in ("clicks", "reviews", "requests")),
+                                self.ctx.repartition_topic,
                                 key_type=bytes, value_type=bytes, key_serializer="raw",
                                 value_serializer="raw")
         self.users_agent = app.agent(user_topics, name="xlrec-users")(self.user_events.process)

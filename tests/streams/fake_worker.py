@@ -27,10 +27,13 @@ NOW = time.time()
 
 @contextmanager
 def fake_worker(engine: FakeEngine, tmp_path: Path, *, store: VectorStore | None = None,
-                snapshot_path: Path | None = None, own_all: bool = True, **settings: Any) -> Iterator[Worker]:
+                snapshot_path: Path | None = None, own_all: bool = True, reroute: bool = False,
+                **settings: Any) -> Iterator[Worker]:
     """A worker whose catalog is read (no catalog feed runs here: tests/streams/test_catalog_feed.py)
     and, with `own_all`, that owns every partition (as after an assignment of all of them);
-    `store` is the vector store its runner probes (`FlakyStore` for outages)."""
+    `store` is the vector store its runner probes (`FlakyStore` for outages). Tests put users on
+    whatever partition they like: only with `reroute` are events on another partition than
+    their user's (murmur2) forwarded (`worker.ctx.topics.repartition.publish_message` patched)."""
     config = Settings(**{"topic_prefix": "t.", "data_dir": tmp_path, **settings})
     app = build_app(config, web_enabled=False)
     runner = EngineRunner(engine, store)
@@ -43,7 +46,10 @@ def fake_worker(engine: FakeEngine, tmp_path: Path, *, store: VectorStore | None
     try:
         with patch.object(topics.dlq, "send", new=AsyncMock(side_effect=acked)), \
                 patch.object(topics.recommendations, "send", new=AsyncMock()), \
-                patch.object(worker.ctx.users, "send_changelog", new=MagicMock()):
+                patch.object(worker.ctx.users, "send_changelog", new=MagicMock()), \
+                patch.object(topics.repartition, "publish_message", new=AsyncMock(side_effect=published)):
+            if not reroute:
+                worker.user_events.misplaced = lambda user_id, partition: None  # type: ignore[method-assign]
             yield worker
     finally:
         runner.close()
@@ -51,6 +57,11 @@ def fake_worker(engine: FakeEngine, tmp_path: Path, *, store: VectorStore | None
 
 async def acked(**kwargs: Any) -> Awaitable[None]:
     """A topic send whose message the broker acknowledged at once (the dlq awaits that)."""
+    return asyncio.sleep(0)
+
+
+async def published(future: Any, wait: bool = False) -> Awaitable[None]:
+    """`Topic.publish_message` whose message the broker acknowledged at once."""
     return asyncio.sleep(0)
 
 
