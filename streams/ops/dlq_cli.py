@@ -48,6 +48,8 @@ def tail_dlq(
     the start of its value (truncated letters say so). Commits nothing."""
     from streams.contracts.settings import get_settings
     from streams.contracts.topics import BrokerUnavailable
+    from confluent_kafka import KafkaException
+
     from streams.ops.dead_letters import DeadLetterTopicMissing, follow
 
     seen = 0
@@ -66,7 +68,7 @@ def tail_dlq(
                 continue
             seen += 1
             print_letter(out, letter)
-    except (BrokerUnavailable, DeadLetterTopicMissing) as exc:
+    except (BrokerUnavailable, DeadLetterTopicMissing, RuntimeError, KafkaException) as exc:
         fail(str(exc))
 
 
@@ -88,13 +90,15 @@ def dlq_replay(
     letter was re-sent, 3 when some are still invalid or truncated, 1 when a re-send failed."""
     from streams.contracts.settings import get_settings
     from streams.contracts.topics import BrokerUnavailable
+    from confluent_kafka import KafkaException
+
     from streams.ops.dead_letters import DeadLetterTopicMissing, replay
 
     try:
         report = replay(get_settings(), group=group, from_offset=from_offset, dry_run=dry_run,
                         timeout_s=timeout)
-    except (BrokerUnavailable, DeadLetterTopicMissing, RuntimeError) as exc:
-        fail(str(exc))
+    except (BrokerUnavailable, DeadLetterTopicMissing, RuntimeError, KafkaException) as exc:
+        fail(str(exc))  # a commit the broker refused included: nothing was committed, run it again
     left: list[str] = [f"{letter.where} from {letter.source}: still invalid: {why}"
                        for letter, why in report.invalid]
     left += [f"{letter.where} from {letter.source}: truncated ({letter.truncated}), "

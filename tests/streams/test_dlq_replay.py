@@ -187,6 +187,8 @@ def test_a_letter_the_broker_refuses_is_not_committed_past_and_exits_1(kafka_set
     commits nothing past that letter, so once the topic is fixed the next run re-sends it."""
     from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
+    missing = xlrec(kafka_settings, "dlq", "replay")  # no topics yet: one line, no traceback
+    assert missing.returncode == 1 and f"no dead-letter topic '{kafka_settings.topic('dlq')}' yet" in missing.stderr
     admin = AdminClient(kafka_settings.connection().librdkafka())
     clicks = kafka_settings.topic("clicks")
     admin.create_topics([NewTopic(clicks, 1, 1, config={"max.message.bytes": "64"})])[clicks].result()
