@@ -319,6 +319,12 @@ class Recommender:
         self.scorer.learn(x[0], x[1:], self.rng)
         self._changed()
 
+    def forget_user(self, user_id: str) -> None:
+        """Erase what the engine keeps about one user (right to erasure): the candidates of their
+        last ranking and the cached signals. The models and counters are global, not per user."""
+        self._last_candidates.pop(user_id, None)
+        self._cache = None
+
     # ---- persistence --------------------------------------------------------------------
     def snapshot(self, path: Path) -> None:
         """Write the worker-side state (River models, counters, catalog) to one file

@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 from encoders import cli as encoder_cli
 from streams.ops import dlq_cli, kafka_cli, lag_cli
 from streams.sdk import cli as sdk_cli
+from streams.sdk import forget_cli
 from streams.tools import bench_pipeline, bench_scale, evaluate_cli
 from streams.worker import cli as worker_cli
 
@@ -49,6 +50,7 @@ sdk_cli.tail_app.command("dlq")(dlq_cli.tail_dlq)
 app.add_typer(dlq_cli.dlq_app, name="dlq")
 app.command("worker")(worker_cli.worker)
 app.command("lag")(lag_cli.lag)
+app.command("forget")(forget_cli.forget)
 app.command("dashboard")(lag_cli.dashboard)
 app.add_typer(bench_app, name="bench")
 app.add_typer(encoder_cli.app, name="encoder")

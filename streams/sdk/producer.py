@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.contracts.forget import ForgetUser, forget_request
 from streams.contracts.schemas import (ClickEvent, Event, InvalidEvent, ItemEvent, RecommendationRequest,
                              ReviewEvent, parse_event)
 from streams.contracts.settings import Settings, get_settings
@@ -15,7 +17,7 @@ from streams.contracts.topics import check_broker
 
 TOPIC_OF: dict[type[Event], str] = {
     ItemEvent: "items", ClickEvent: "clicks", ReviewEvent: "reviews",
-    RecommendationRequest: "requests",
+    RecommendationRequest: "requests", ForgetUser: "requests",
 }
 
 
@@ -64,6 +66,17 @@ class EventProducer:
         key = event.key  # type: ignore[attr-defined]  # every input event (TOPIC_OF) has a key
         self._produce(self.settings.topic(topic_kind), key, event.to_json())
         return event
+
+    def forget(self, user_id: str) -> ForgetUser:
+        """Ask xlrec to erase a user (streams.worker.privacy). It travels on the user's event path
+        (the requests topic, keyed by user_id), after every event this producer sent before: those
+        are acknowledged first. Returns once the broker has the request; the worker erases the
+        user when it reaches it (then `GET /users/{id}/profile` answers 404)."""
+        request = forget_request(user_id, time.time())   # an invalid user_id raises here
+        self.flush()
+        self.send(request)
+        self.flush()
+        return request
 
     def send_raw(self, topic: str, key: bytes | str | None, value: bytes) -> None:
         """Send bytes as they are (tests and fault injection: no validation)."""

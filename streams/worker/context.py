@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from streams.worker.rank_scheduler import RankScheduler
 from streams.worker.users_table import UsersTable, guess_partition
 
 USER_KINDS = ("clicks", "reviews")
+MAX_ERASED = 10_000   # erasures remembered for rankings in flight (far more than one batch holds)
 
 
 @dataclass
@@ -42,6 +44,9 @@ class WorkerContext:
     profiles_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One read-modify-write of the users table at a time (user events, review texts)."""
     ranking_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    erasures: int = 0
+    """Users erased so far (`note_erased`): a ranking computed before one is not sent."""
+    erased: OrderedDict[str, int] = field(default_factory=OrderedDict)
     items_changed: int = 0
     """Items upserted since the vector store's ANN index was last built."""
 
@@ -57,6 +62,17 @@ class WorkerContext:
         """Move event time forward to an event's timestamp."""
         if ts > self.event_time:
             self.event_time = ts
+
+    def note_erased(self, user_id: str) -> None:
+        self.erasures += 1
+        self.erased[user_id] = self.erasures
+        self.erased.move_to_end(user_id)
+        while len(self.erased) > MAX_ERASED:
+            self.erased.popitem(last=False)
+
+    def erased_since(self, user_id: str, erasures: int) -> bool:
+        """Whether the user was erased after `erasures` erasures had been made."""
+        return self.erased.get(user_id, 0) > erasures
 
     def wake_ranking(self) -> None:
         self.ranking_wanted.set()

@@ -87,6 +87,9 @@ class Engine(Protocol):
                  clicked: str | None, *, now: float) -> None:
         """An impression's outcome: a click on one of `shown`, or None when none was clicked."""
 
+    def forget_user(self, user_id: str) -> None:
+        """Drop whatever the engine keeps about this user (an erasure; profiles are not kept here)."""
+
     def snapshot_pieces(self) -> Iterator[bytes]:
         """The state that is not in Kafka (models, counters) as pieces of a file, each taken
         when asked for (a few milliseconds each)."""
@@ -209,6 +212,10 @@ class EngineRunner:
     def _feedback_all(self, jobs: list[FeedbackJob]) -> None:
         for job in jobs:
             self.engine.feedback(job.user_id, job.profile, job.shown, job.clicked, now=job.now)
+
+    async def forget_user(self, user_id: str) -> None:
+        """Erase the engine's per-user state (streams.worker.privacy), on the engine thread."""
+        await self._run(self._engine_thread, self.engine.forget_user, user_id)
 
     # ---- ranking ------------------------------------------------------------------------
     async def embed_query(self, text: str) -> np.ndarray:

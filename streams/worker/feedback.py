@@ -47,6 +47,11 @@ class ImpressionTracker:
         imp.clicked = True
         return imp
 
+    def forget(self, user_id: str) -> None:
+        """Drop an erased user's impressions (a scan: erasures are rare)."""
+        for rec_id in [r for r, imp in self._data.items() if imp.user_id == user_id]:
+            del self._data[rec_id]
+
     def expired(self, now: float) -> list[Impression]:
         """Pop impressions older than the window; only unclicked ones need negative feedback."""
         out = []

@@ -10,14 +10,17 @@ import faust
 from faust.types import EventT
 from faust.types.tuples import Message
 
+from streams.contracts.forget import parse_request
 from streams.contracts.schemas import Event, parse_event
 from streams.worker.dlq import KeyMismatch
 
 
 def decode(kind: str, message: Message) -> Event:
-    """Validate one raw message; user events must be keyed by their user_id (their state
-    partition), else the profile would be split across workers."""
-    event = parse_event(kind, message.value if isinstance(message.value, bytes) else b"")
+    """Validate one raw message (the requests topic also carries `ForgetUser`); user events must
+    be keyed by their user_id (their state partition), else the profile would be split across
+    workers."""
+    raw = message.value if isinstance(message.value, bytes) else b""
+    event: Event = parse_request(raw) if kind == "requests" else parse_event(kind, raw)
     if kind != "items":
         key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
         user_id = event.user_id  # type: ignore[attr-defined]

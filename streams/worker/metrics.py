@@ -44,6 +44,9 @@ EVENTS_REROUTED = Counter(
     "(a producer that does not partition by murmur2 of the user_id, e.g. librdkafka's default "
     "crc32) and were forwarded to it through the repartition topic, per input topic.",
     ["topic"], registry=REGISTRY)
+USERS_FORGOTTEN = Counter(
+    "xlrec_users_forgotten", "Users erased on request (xlrec forget, EventProducer.forget).",
+    registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
 RANKER_LEARNING_SKIPPED = Counter(

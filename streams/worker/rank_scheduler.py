@@ -97,6 +97,11 @@ class RankScheduler:
         now = self.clock()
         return max(0.0, min(self._ready_at(u) for u in self._pending) - now)
 
+    def forget(self, user_id: str) -> None:
+        """An erased user: no ranking is pending for them any more."""
+        self._pending.pop(user_id, None)
+        self._last.pop(user_id, None)
+
     def forget_old(self) -> None:
         """Drop ranking times that no longer hold anyone back (bounds memory)."""
         horizon = self.clock() - self.interval_s

@@ -62,6 +62,7 @@ class RankingLoop:
         """Compute and emit one batch of rankings (coalesced users first, then requests)."""
         ctx = self.ctx
         now = ctx.now()
+        erasures = ctx.erasures
         records = [ctx.users.record(p.user_id) for p in due]
         jobs = [RankJob(p.user_id, r.profile if r else None, ctx.settings.top_k, now)
                 for p, r in zip(due, records)]
@@ -92,6 +93,8 @@ class RankingLoop:
                 continue
             if pending is not None and not ctx.owns(job.user_id):
                 continue  # revoked meanwhile: the new owner ranks the user (rebalance)
+            if ctx.erased_since(job.user_id, erasures):
+                continue  # erased meanwhile (streams.worker.privacy): nothing of the user is kept
             if pending is not None:
                 produced = pending.oldest_produced_ts
             else:

@@ -106,6 +106,14 @@ class ReviewTextLane:
         """(partition, waiting-texts entry) of the review texts in the queue."""
         return {(m.partition, self.key(m)) for _, m in self.texts}
 
+    def forget(self, user_id: str) -> None:
+        """Drop an erased user's queued texts (one in the batch in flight is skipped when it is
+        folded in: the user has no record any more)."""
+        kept = [(review, at) for review, at in zip(self.texts, self._queued_at) if review[0].user_id != user_id]
+        self.texts = deque(review for review, _ in kept)
+        self._queued_at = deque(at for _, at in kept)
+        metrics.REVIEW_TEXT_BACKLOG.set(len(kept))
+
     def drop(self, gone: set[tuple[str, int]]) -> None:
         """Forget the texts of revoked partitions, including those of the batch in flight: a
         late write to their changelog would overwrite what the new owner wrote."""

@@ -1,4 +1,5 @@
-"""The users agent: clicks and reviews update the users table in order; requests queue a ranking.
+"""The users agent: clicks and reviews update the users table in order; requests queue a ranking;
+a `ForgetUser` erases the user, in order with the user's events (streams.worker.privacy).
 
 Processing guarantee. Kafka delivery is at-least-once (Faust commits source offsets after
 the batch was processed, and a batch is acknowledged only once the broker acknowledged its
@@ -23,6 +24,7 @@ from faust.types.tuples import Message
 
 from ranking.engine import Profile
 from ranking.profile import has_event
+from streams.contracts.forget import ForgetUser
 from streams.contracts.schemas import ClickEvent, RecommendationRequest, ReviewEvent
 from streams.worker import metrics
 from streams.worker.backoff import BACKOFF_MAX_S, BACKOFF_START_S, Backoff
@@ -31,6 +33,7 @@ from streams.worker.context import WorkerContext
 from streams.worker.engine_runner import FeedbackJob
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.messages import batches, decode
+from streams.worker.privacy import Erasure
 from streams.worker.reroute import Arrival, NoOrigin, Rerouter, arrival
 from streams.worker.review_text_lane import ReviewTextLane
 from streams.worker.user_record import UserRecord, source_key
@@ -54,13 +57,14 @@ class UserEvents:
     """Applies user events to the users table and the engine, batch by batch."""
 
     def __init__(self, ctx: WorkerContext, feed: CatalogFeed, lane: ReviewTextLane,
-                 impressions: ImpressionTracker, requests: Requests) -> None:
+                 impressions: ImpressionTracker, requests: Requests, erasure: Erasure) -> None:
         self.ctx = ctx
         self.feed = feed
         self.lane = lane
         self.impressions = impressions
         self.requests = requests
         self.rerouter = Rerouter(ctx.topics.repartition)
+        self.erasure = erasure
 
     async def process(self, stream: faust.StreamT) -> None:
         """The agent: batches of clicks, reviews and requests, one table update at a time."""
@@ -101,6 +105,15 @@ class UserEvents:
             home = self.misplaced(event.user_id, message.partition) if came.via is None else None  # type: ignore[attr-defined]
             if home is not None:
                 moves.append((message, came.kind, home))
+                continue
+            if isinstance(event, ForgetUser):
+                # In order: the events before it in the batch are applied (and durable) first.
+                if fresh:
+                    await self._apply(fresh, records)
+                    fresh = []
+                await self.erasure.erase(event.user_id, message.partition)
+                records[event.user_id] = None
+                await self.changelog_durable()
                 continue
             if isinstance(event, RecommendationRequest):
                 self.requests.append((event, message))

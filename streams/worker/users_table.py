@@ -211,7 +211,7 @@ class UsersTable(faust.Table):
         self._unacked: list[asyncio.Future[Any]] = []
         # user -> [record, partition, writes in flight]: written, not yet acknowledged
         self._pending: dict[str, list[Any]] = {}
-        self._in_flight: dict[int, UserRecord] = {}   # id(FutureMessage) -> the record it carries
+        self._in_flight: dict[int, UserRecord | None] = {}   # id(FutureMessage) -> the record it carries
         # Writes not yet handed to the Kafka client, sent in this order by one sender at a time.
         self._outbox: deque[FutureMessage] = deque()
         self._send_lock = asyncio.Lock()
@@ -300,6 +300,21 @@ class UsersTable(faust.Table):
         if partition not in self._frozen:
             self._unstored.setdefault(partition, deque()).append(write)
 
+    def erase(self, user_id: str, partition: int) -> None:
+        """Delete a user's record: a tombstone on the changelog partition named (compaction then
+        removes the user's records from the topic); reads see no record at once, the local
+        store deletes it once the broker acknowledged the tombstone."""
+        pending = self._pending.get(user_id)
+        if pending is None:
+            self._pending[user_id] = [None, partition, 1]
+        else:
+            pending[0], pending[1], pending[2] = None, partition, pending[2] + 1
+        self.index.forget(user_id)
+        write = self.send_changelog(partition, user_id, None, value_serializer="raw")
+        self._in_flight[id(write)] = None
+        if partition not in self._frozen:
+            self._unstored.setdefault(partition, deque()).append(write)
+
     def _on_changelog_sent(self, fut: FutureMessage) -> None:
         """The broker has the write: its bytes go to the local store, then its offset, once
         every earlier write to the partition is stored too (`_persist_stored`).
@@ -315,8 +330,15 @@ class UsersTable(faust.Table):
         user_id = key.decode() if isinstance(key, bytes) else str(key)
         partition = res.topic_partition.partition
         try:
-            if isinstance(self.data, UsersStore) and isinstance(fut.message.value, bytes):
-                self.data.put_raw(partition, user_id.encode(), fut.message.value)
+            value = fut.message.value
+            if isinstance(self.data, UsersStore) and (value is None or isinstance(value, bytes)):
+                self.data.put_raw(partition, user_id.encode(), value)
+            elif value is None:   # a tombstone (`erase`) in the memory store
+                token = _changelog_partition.set(partition)
+                try:
+                    self.data.pop(user_id, None)
+                finally:
+                    _changelog_partition.reset(token)
             elif record is not None:
                 token = _changelog_partition.set(partition)
                 try:

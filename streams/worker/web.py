@@ -1,6 +1,8 @@
 """HTTP on the worker's web port (Faust's built-in aiohttp server):
 `GET /users/{user_id}/recommendations` (the latest recommendation sent for the user, exactly
-the JSON written to the topic; 404 when this worker has none), `GET /items/{item_id}` (the
+the JSON written to the topic; 404 when this worker has none), `GET /users/{user_id}/profile`
+(what xlrec holds about the user, streams.worker.privacy; 404 when this worker holds nothing),
+`GET /items/{item_id}` (the
 item's payload once it is searchable in this worker's vector store, else 404: how an app,
 or `xlrec bench pipeline`, learns that a new item can be recommended), `GET /metrics`,
 `GET /health/live` (the process answers) and `GET /health/ready` (503 while rebalancing or
@@ -29,6 +31,7 @@ from faust.web import Request, Response, View
 from streams.worker import metrics
 
 RECOMMENDATIONS_PATH = "/users/{user_id}/recommendations"
+PROFILE_PATH = "/users/{user_id}/profile"
 ITEM_PATH = "/items/{item_id}"
 MAX_LATEST = 200_000   # users whose latest recommendation is kept
 # Scrapers and orchestrator probes carry no token; these routes reveal nothing about users.
@@ -70,11 +73,16 @@ class LatestRecommendations:
     def get(self, user_id: str) -> bytes | None:
         return self._data.get(user_id)
 
+    def forget(self, user_id: str) -> None:
+        self._data.pop(user_id, None)
+
 
 def register(app: faust.App, latest: Callable[[str], bytes | None],
-             item: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None) -> None:
+             item: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+             profile: Callable[[str], dict[str, Any] | None] | None = None) -> None:
     """Add the pages to `app`; `latest(user_id)` returns the JSON bytes last sent, or None;
-    `item(item_id)` the searchable item's payload, or None."""
+    `item(item_id)` the searchable item's payload, or None; `profile(user_id)` what the worker
+    holds about the user (streams.worker.privacy.profile_view), or None."""
 
     @app.page(RECOMMENDATIONS_PATH, name="user_recommendations")
     async def user_recommendations(web: View, request: Request, user_id: str) -> Response:
@@ -84,6 +92,16 @@ def register(app: faust.App, latest: Callable[[str], bytes | None],
                              "detail": f"no recommendation for user {user_id[:128]!r} on this worker"},
                             status=404)
         return web.bytes(body, content_type="application/json")
+
+    if profile is not None:
+        @app.page(PROFILE_PATH, name="user_profile")
+        async def user_profile(web: View, request: Request, user_id: str) -> Response:
+            held = profile(user_id)
+            if held is None:
+                return web.json({"error": "not_found",
+                                 "detail": f"no profile of user {user_id[:128]!r} on this worker"},
+                                status=404)
+            return web.json(held)
 
     if item is not None:
         @app.page(ITEM_PATH, name="item")

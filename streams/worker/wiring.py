@@ -24,6 +24,7 @@ from streams.worker.engine_runner import EngineRunner
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.item_events import ItemEvents
 from streams.worker.maintenance import LAG_INTERVAL_S, MAINTENANCE_INTERVAL_S, OPTIMIZE_INTERVAL_S, Maintenance
+from streams.worker.privacy import Erasure
 from streams.worker.rank_scheduler import RankScheduler
 from streams.worker.ranking_loop import RankingLoop
 from streams.worker.rebalance import Rebalance
@@ -48,7 +49,9 @@ class Worker:
         self.latest = web.LatestRecommendations()
         self.lane = ReviewTextLane(ctx)
         self.ranking = RankingLoop(ctx, self.impressions, self.latest)
-        self.user_events = UserEvents(ctx, self.feed, self.lane, self.impressions, self.ranking.requests)
+        self.erasure = Erasure(ctx, self.lane, self.impressions, self.ranking.requests, self.latest)
+        self.user_events = UserEvents(ctx, self.feed, self.lane, self.impressions, self.ranking.requests,
+                                      self.erasure)
         self.rebalance = Rebalance(ctx, self.lane)
         self.maintenance = Maintenance(ctx, self.feed)
         self._register(app, settings)
@@ -76,7 +79,7 @@ class Worker:
         _connect(app.on_partitions_assigned, self.rebalance.on_partitions_assigned)
         _connect(app.on_rebalance_complete, self.rebalance.on_rebalance_complete)
         _connect(app.on_before_shutdown, self.maintenance.on_shutdown)
-        web.register(app, self.latest.get, self.ctx.runner.searchable_item)
+        web.register(app, self.latest.get, self.ctx.runner.searchable_item, profile=self.erasure.profile)
 
     async def expire_impressions(self) -> None:
         await feedback.expire(self.ctx, self.impressions)

@@ -70,6 +70,7 @@ class FakeEngine:
         self.folded: list[str] = []          # review texts folded in
         self.ranked: list[tuple[str, Profile | None]] = []
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
+        self.forgotten: list[str] = []       # users erased (forget_user)
         self.snapshots = 0           # snapshots whose every piece was taken
         self.flushes = 0
         if items:
@@ -134,6 +135,9 @@ class FakeEngine:
         self.feedbacks.append((user_id, tuple(shown), clicked))
 
     # ---- ranking ------------------------------------------------------------------------
+    def forget_user(self, user_id: str) -> None:
+        self.forgotten.append(user_id)
+
     def embed_query(self, text: str) -> np.ndarray:
         if self.encoder is not None:
             return self.encoder.encode([text])[0]
