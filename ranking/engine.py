@@ -443,6 +443,7 @@ class Recommender:
             "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r])}) for r in rows])
         c.reviews_pushed[rows] = c.n_reviews[rows]
         self._unpushed.clear()  # only once written: a store outage must not drop them
+        self.store.maintain()
 
     def _context(self, profile: Profile | None, query: np.ndarray | None) -> UserContext:
         ctx = UserContext(interest=profiles.interest_vector(profile),

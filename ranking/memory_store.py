@@ -87,5 +87,8 @@ class MemoryStore:
     def optimize(self) -> None:
         """Exact search needs no index."""
 
+    def maintain(self) -> None:
+        """Exact search needs no index."""
+
     def close(self) -> None:
         """Nothing to release."""

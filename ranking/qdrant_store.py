@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import os
 import re
+import shutil
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -18,12 +21,21 @@ from typing import IO, Any
 
 import numpy as np
 
+from ranking.edge_rebuild import ROOT_ONLY, ShardRebuild, edge_config
 from ranking.store import Hit, ItemPoint, VectorStore
+
+log = logging.getLogger(__name__)
 
 ITEM_ID_KEY = "item_id"
 LANGS_KEY = "langs"
 # A fixed namespace: the same item_id maps to the same point id in every process and store.
 POINT_NAMESPACE = uuid.UUID("8d3a5f0e-5b7c-4c1e-9a53-2f6a1c0b7e41")
+# The embedded shard's index is rebuilt (in a child process) once this many points were
+# written since the last build; past MAX_PENDING_WRITES written during one rebuild (a catalog
+# being loaded), that rebuild is dropped and another starts REBUILD_RETRY_S later.
+REBUILD_AFTER = 2_000
+MAX_PENDING_WRITES = 50_000
+REBUILD_RETRY_S = 10.0
 
 
 class StoreError(RuntimeError):
@@ -62,28 +74,54 @@ def _to_point(record: Any) -> tuple[str, ItemPoint]:
 class EdgeStore:
     """The Qdrant engine in-process, on disk under `path` (one process owns a shard path).
 
-    New points land in appendable segments that are searched exactly; `optimize()` builds
-    the HNSW index and is slow, so callers run it in a thread off the event loop.
+    Points written since the ANN index was built are scanned exactly by every search, and
+    qdrant-edge's `optimize()` holds the GIL while it builds. So once `rebuild_after` points
+    were written, `maintain()` (called often by the owner) rebuilds the index in a child
+    process (`ranking.edge_rebuild`) and switches to the rebuilt copy. The shard lives in a
+    generation directory named by the `CURRENT` file (a shard of the old layout, directly in
+    `path`, is used as it is until its first rebuild). `optimize()` builds in-process.
     """
 
     LOCK_FILE = "xlrec.lock"
+    CURRENT_FILE = "CURRENT"
 
-    def __init__(self, path: Path | str, dim: int) -> None:
-        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+    def __init__(self, path: Path | str, dim: int, *, rebuild_after: int | None = REBUILD_AFTER) -> None:
+        from qdrant_edge import EdgeShard
 
         self.path = Path(path)
         self.dim = dim
+        self.rebuild_after = rebuild_after
+        self.rebuilds = 0                    # switched to a rebuilt copy (for tests and benches)
+        self._written = 0                    # points written since the index was last built
+        self._rebuild: ShardRebuild | None = None
+        self._retry_at = 0.0
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
-        config = EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine))
+        self._live = self._live_dir()
+        self._remove_stale_generations()
         try:
-            if (self.path / "edge_config.json").exists():
-                self._shard = EdgeShard.load(str(self.path), config)
+            if (self._live / "edge_config.json").exists():
+                self._shard = EdgeShard.load(str(self._live), edge_config(dim))
             else:
-                self._shard = EdgeShard.create(str(self.path), config)
+                self._shard = EdgeShard.create(str(self._live), edge_config(dim))
         except Exception as exc:
             self._release_lock()
-            raise StoreError(f"cannot open the embedded Qdrant shard at {self.path}: {exc}") from None
+            raise StoreError(f"cannot open the embedded Qdrant shard at {self._live}: {exc}") from None
+
+    def _live_dir(self) -> Path:
+        current = self.path / self.CURRENT_FILE
+        if current.exists():
+            return self.path / current.read_text().strip()
+        if (self.path / "edge_config.json").exists():
+            return self.path                 # the layout before generations
+        current.write_text("gen-0\n")
+        return self.path / "gen-0"
+
+    def _remove_stale_generations(self) -> None:
+        """Copies left by a rebuild that a crash interrupted."""
+        for entry in self.path.glob("gen-*"):
+            if entry != self._live:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
     def _acquire_lock(self) -> IO[str]:
         """Fail at once, naming the holder, when another process owns the shard path."""
@@ -110,23 +148,99 @@ class EdgeStore:
             self._lock.close()
 
     def upsert(self, points: Sequence[ItemPoint]) -> None:
-        from qdrant_edge import Point, UpdateOperation
-
-        if points:
-            self._shard.update(UpdateOperation.upsert_points(
-                [Point(point_id(p.item_id), _as_vector(p.vector, self.dim), _payload(p)) for p in points]))
+        self._write({p.item_id: p for p in points})
 
     def delete(self, item_ids: Sequence[str]) -> None:
-        from qdrant_edge import UpdateOperation
+        self._write(dict.fromkeys(item_ids))
 
-        if item_ids:
-            self._shard.update(UpdateOperation.delete_points([point_id(i) for i in item_ids]))
+    def _write(self, writes: dict[str, ItemPoint | None]) -> None:
+        """Writes reach the live shard, except while a rebuild copies its files (held until
+        the copy is done); a rebuild under way remembers them for its copy."""
+        if not writes:
+            return
+        self._written += len(writes)
+        if self._rebuild is not None:
+            for item_id, write in writes.items():
+                self._rebuild.remember(item_id, write)
+            if self._rebuild.copying:
+                return
+        self._apply(None, writes)
+
+    def _apply(self, shard: Any, writes: dict[str, ItemPoint | None]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        shard = self._shard if shard is None else shard
+        upserts = [Point(point_id(p.item_id), _as_vector(p.vector, self.dim), _payload(p))
+                   for p in writes.values() if p is not None]
+        deletes: list[int | uuid.UUID | str] = [point_id(item_id) for item_id, p in writes.items() if p is None]
+        if upserts:
+            shard.update(UpdateOperation.upsert_points(upserts))
+        if deletes:
+            shard.update(UpdateOperation.delete_points(deletes))
+
+    def maintain(self) -> None:
+        """Advance the background index rebuild by one short step (start it once
+        `rebuild_after` points were written since the last build). Call it often, from the
+        thread that owns the store; a failed rebuild is logged and tried again later."""
+        rebuild = self._rebuild
+        if rebuild is None:
+            if (self.rebuild_after is not None and self._written >= self.rebuild_after
+                    and time.monotonic() >= self._retry_at):
+                self._shard.flush()
+                self._rebuild = ShardRebuild(self._live, self._next_generation(), self.dim)
+            return
+        try:
+            done = rebuild.step(self._apply)
+            if not done and len(rebuild.pending) > MAX_PENDING_WRITES:
+                raise RuntimeError(f"{len(rebuild.pending):,} writes came while it ran; tried again later")
+        except Exception as exc:
+            log.warning("the vector index rebuild was abandoned: %s", exc)
+            self._drop_rebuild()
+            self._retry_at = time.monotonic() + REBUILD_RETRY_S
+            return
+        if done:
+            self._switch(rebuild)
+
+    def _drop_rebuild(self) -> None:
+        if self._rebuild is not None:
+            rebuild, self._rebuild = self._rebuild, None
+            self._apply(None, rebuild.abandon())
+
+    def _next_generation(self) -> Path:
+        numbers = [int(p.name[4:]) for p in self.path.glob("gen-*") if p.name[4:].isdigit()]
+        return self.path / f"gen-{max(numbers, default=0) + 1}"
+
+    def _switch(self, rebuild: ShardRebuild) -> None:
+        """Make the caught-up copy the live shard, durably, and remove the old one."""
+        old, old_dir = self._shard, self._live
+        self._shard, self._live = rebuild.shard, rebuild.target
+        rebuild.shard = None
+        self._rebuild = None
+        self._written = 0
+        self.rebuilds += 1
+        tmp = self.path / (self.CURRENT_FILE + ".tmp")
+        tmp.write_text(self._live.name + "\n")
+        os.replace(tmp, self.path / self.CURRENT_FILE)
+        old.close()
+        self._live.with_name(self._live.name + ".log").unlink(missing_ok=True)
+        if old_dir == self.path:   # the old layout: the shard's own entries in the root
+            for entry in self.path.iterdir():
+                if not any(entry.match(pattern) for pattern in ROOT_ONLY):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            shutil.rmtree(old_dir, ignore_errors=True)
 
     def get(self, item_ids: Sequence[str]) -> dict[str, ItemPoint]:
         if not item_ids:
             return {}
         records = self._shard.retrieve([point_id(i) for i in item_ids], with_payload=True, with_vector=True)
-        return dict(_to_point(rec) for rec in records)
+        found = dict(_to_point(rec) for rec in records)
+        if self._rebuild is not None and self._rebuild.copying:   # writes held from the live shard
+            for item_id in item_ids:
+                if item_id in self._rebuild.pending:
+                    held = self._rebuild.pending[item_id]
+                    found.pop(item_id, None) if held is None else found.__setitem__(item_id, held)
+        return found
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
                langs: Collection[str] | None = None, payload: bool = True) -> list[Hit]:
@@ -150,9 +264,13 @@ class EdgeStore:
         return int(self._shard.count(CountRequest(exact=True)))
 
     def optimize(self) -> None:
+        """Build the index here and now (holding the GIL: for benches and tests)."""
+        self._drop_rebuild()
         self._shard.optimize()
+        self._written = 0
 
     def close(self) -> None:
+        self._drop_rebuild()
         if not self._lock.closed:
             self._shard.flush()
             self._shard.close()
@@ -229,6 +347,9 @@ class ServerStore:
         return int(self._client.count(self.collection, exact=True).count)
 
     def optimize(self) -> None:
+        """The server indexes in the background by itself: nothing to do here."""
+
+    def maintain(self) -> None:
         """The server indexes in the background by itself: nothing to do here."""
 
     def close(self) -> None:

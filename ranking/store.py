@@ -57,7 +57,11 @@ class VectorStore(Protocol):
         """Number of stored items."""
 
     def optimize(self) -> None:
-        """Build or refresh the ANN index; call it off the hot path."""
+        """Build or refresh the ANN index now (slow: for loads, benches and tests)."""
+
+    def maintain(self) -> None:
+        """One short step of index upkeep (a store may rebuild its index in the background);
+        called after every flush of writes, from the thread that uses the store."""
 
     def close(self) -> None:
         """Release files and connections."""

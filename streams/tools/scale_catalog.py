@@ -6,15 +6,15 @@ For each catalog size, a fresh Python process (so that its RSS is that size's al
    around topic directions, with Zipf popularity;
 2. loads it into a `ranking.engine.Recommender` the way the worker does, without the text
    encoder (the vectors are passed in), over the worker's default vector store, embedded
-   Qdrant (`ranking.qdrant_store.EdgeStore`), and builds the HNSW index (`optimize()`, as
-   the worker's maintenance timer does);
+   Qdrant (`ranking.qdrant_store.EdgeStore`), and builds the HNSW index (`optimize()`);
 3. replays `events` synthetic clicks and reviews (`synthetic_events`): users with a home
    language and a heavy-tailed activity, items by Zipf popularity or, within a session, a
    neighbour of the user's previous item in its topic (item-to-item structure), timestamps
    increasing, reviews with a vector near their item's topic;
 4. times each `observe` (with the `flush_store` that follows each batch in the worker: here
-   a batch is one event) and, every `recommend_every` events, a `recommend` of 10 items for
-   the event's user, both as wall-clock time (`time.perf_counter`) per call;
+   a batch is one event; it also steps the ANN index rebuild, which runs in a child process)
+   and, every `recommend_every` events, a `recommend` of 10 items for the event's user, both
+   as wall-clock time (`time.perf_counter`) per call;
 5. times `snapshot(path)` and takes the file's size; RSS is the process's peak (`VmHWM`
    from /proc/self/status), taken last, so it includes the snapshot.
 
@@ -274,6 +274,7 @@ def measure_one(n_items: int, *, events: int, seed: int, work_dir: Path,
                 rec.recommend(e.user_id, profile, k=10, now=e.ts)
                 recommend_s.append(time.perf_counter() - t)
         details["replay_s"] = round(time.perf_counter() - t_replay, 3)
+        details["index_rebuilds"] = store.rebuilds   # ANN index rebuilt in a child process meanwhile
         details["users"] = len(profiles)
         snap = work_dir / "engine.snapshot"
         t = time.perf_counter()

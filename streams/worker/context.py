@@ -47,8 +47,6 @@ class WorkerContext:
     erasures: int = 0
     """Users erased so far (`note_erased`): a ranking computed before one is not sent."""
     erased: OrderedDict[str, int] = field(default_factory=OrderedDict)
-    items_changed: int = 0
-    """Items upserted since the vector store's ANN index was last built."""
 
     def __post_init__(self) -> None:
         self.kinds = {self.settings.topic(k): k for k in ("items", "clicks", "reviews", "requests")}

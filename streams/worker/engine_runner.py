@@ -135,7 +135,6 @@ class EngineRunner:
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="xlrec-encode")
         self._reviews = ThreadPoolExecutor(1, thread_name_prefix="xlrec-review-texts",
                                            initializer=_lower_priority)
-        self._indexer = ThreadPoolExecutor(1, thread_name_prefix="xlrec-index")
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -283,11 +282,11 @@ class EngineRunner:
             return False
         return True
 
-    async def optimize_store(self) -> None:
-        """Build the ANN index in its own thread: searches go on meanwhile."""
+    async def maintain_store(self) -> None:
+        """One step of the vector store's index upkeep, on the engine thread that owns it."""
         if self.store is not None:
-            await self._run(self._indexer, self.store.optimize)
+            await self._run(self._engine_thread, self.store.maintain)
 
     def close(self) -> None:
-        for pool in (self._engine_thread, self._encoder, self._reviews, self._indexer):
+        for pool in (self._engine_thread, self._encoder, self._reviews):
             pool.shutdown(wait=True, cancel_futures=False)

@@ -36,6 +36,5 @@ class ItemEvents:
         metrics.EVENTS_PROCESSED.labels(topic="items").inc(len(events))
 
     def applied(self, items: list[ItemEvent]) -> None:
-        """The catalog feed applied these items: event time moves on, the index is stale."""
+        """The catalog feed applied these items: event time moves on."""
         self.ctx.saw(max(item.ts for item in items))
-        self.ctx.items_changed += len(items)

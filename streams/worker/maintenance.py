@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # out of the scans (`settle_memory`).
 GC_YOUNG_THRESHOLD = 50_000
 MAINTENANCE_INTERVAL_S = 10.0
-OPTIMIZE_INTERVAL_S = 30.0
+STORE_INTERVAL_S = 5.0
 LAG_INTERVAL_S = 5.0
 
 
@@ -44,11 +44,10 @@ class Maintenance:
         self.ctx.users.index.prune()
         self.ctx.scheduler.forget_old()
 
-    async def optimize_store(self) -> None:
-        """Build the ANN index off the hot path once enough items changed."""
-        if self.ctx.items_changed:
-            self.ctx.items_changed = 0
-            await self.ctx.runner.optimize_store()
+    async def maintain_store(self) -> None:
+        """Let the vector store advance its index rebuild while no event calls it (it is
+        also called after every batch the engine writes)."""
+        await self.ctx.runner.maintain_store()
 
     async def snapshot(self) -> None:
         """Engine state, then the catalog offsets it holds (taken first: at worst older). A

@@ -23,7 +23,7 @@ from streams.worker.dlq import DeadLetterQueue
 from streams.worker.engine_runner import EngineRunner
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.item_events import ItemEvents
-from streams.worker.maintenance import LAG_INTERVAL_S, MAINTENANCE_INTERVAL_S, OPTIMIZE_INTERVAL_S, Maintenance
+from streams.worker.maintenance import LAG_INTERVAL_S, MAINTENANCE_INTERVAL_S, STORE_INTERVAL_S, Maintenance
 from streams.worker.privacy import Erasure
 from streams.worker.rank_scheduler import RankScheduler
 from streams.worker.ranking_loop import RankingLoop
@@ -72,7 +72,7 @@ class Worker:
         app.task(self.maintenance.settle_memory)
         app.timer(LAG_INTERVAL_S)(self.maintenance.sample_lag)
         app.timer(MAINTENANCE_INTERVAL_S)(self.maintenance.gauges)
-        app.timer(OPTIMIZE_INTERVAL_S)(self.maintenance.optimize_store)
+        app.timer(STORE_INTERVAL_S)(self.maintenance.maintain_store)
         app.timer(settings.snapshot_interval_s)(self.maintenance.snapshot)
         app.timer(max(1.0, settings.feedback_window_s / 10))(self.expire_impressions)
         _connect(app.on_partitions_revoked, self.rebalance.on_partitions_revoked)

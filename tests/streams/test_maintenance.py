@@ -1,20 +1,22 @@
 """The worker's timers (`streams.worker.maintenance`): memory settling once the catalog is read,
-and the ANN index built only after items changed. (Snapshots during a store outage:
+and the vector store's index upkeep on the engine thread. (Snapshots during a store outage:
 tests/streams/test_snapshot_store_outage.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from unittest.mock import AsyncMock, patch
+from unittest.mock import patch
 
 import pytest
 
+from ranking.memory_store import MemoryStore
 from streams.worker.maintenance import GC_YOUNG_THRESHOLD
 from streams.worker.wiring import Worker
-from tests.streams.fake_engine import FakeEngine, catalog
+from tests.streams.fake_engine import FakeEngine
 from tests.streams.fake_worker import fake_worker
 
 pytestmark = pytest.mark.anyio
@@ -42,12 +44,13 @@ async def test_start_up_state_leaves_the_cyclic_gc_once_the_catalog_is_read(work
         gc.set_threshold(*threshold)
 
 
-async def test_the_ann_index_is_built_once_after_items_changed(worker: Worker) -> None:
-    with patch.object(worker.ctx.runner, "optimize_store", new=AsyncMock()) as optimize:
-        await worker.maintenance.optimize_store()
-        assert optimize.await_count == 0            # nothing changed since start
-        worker.items.applied(catalog(3))            # the catalog feed applied items
-        assert worker.ctx.items_changed == 3
-        await worker.maintenance.optimize_store()
-        await worker.maintenance.optimize_store()
-        assert optimize.await_count == 1 and worker.ctx.items_changed == 0
+async def test_the_store_is_maintained_on_the_engine_thread(tmp_path: Path) -> None:
+    """The timer steps the store's index upkeep on the thread that owns the store (an embedded
+    shard is used from one thread: its rebuild switches shards between two calls)."""
+    threads: list[str] = []
+    store = MemoryStore(4)
+    with fake_worker(FakeEngine(), tmp_path, store=store) as worker, \
+            patch.object(store, "maintain", side_effect=lambda: threads.append(threading.current_thread().name)):
+        await worker.maintenance.maintain_store()
+        await worker.maintenance.maintain_store()
+    assert len(threads) == 2 and all(name.startswith("xlrec-engine") for name in threads), threads

@@ -1,0 +1,160 @@
+"""The embedded shard's index rebuilt in a child process (`ranking.edge_rebuild`): writes made
+while it copies, builds and catches up all reach the shard it switches to, a failed build
+leaves the live shard whole, and a store of the old layout moves to generations."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ranking import edge_rebuild
+from ranking.qdrant_store import EdgeStore
+from ranking.store import ItemPoint
+
+DIM = 16
+
+
+def vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def points(lo: int, hi: int, seed: int = 0) -> list[ItemPoint]:
+    return [ItemPoint(f"item-{i}", vec(seed * 100_000 + i), {"title": f"t{i}", "langs": ["en"]})
+            for i in range(lo, hi)]
+
+
+def run_until_switched(store: EdgeStore, *, during: list[ItemPoint] | None = None,
+                       timeout_s: float = 60.0) -> Counter[str]:
+    """Call maintain() as the engine does, writing one of `during` before each call (the rest
+    after the switch); returns how many writes came in each stage of the rebuild."""
+    before = store.rebuilds
+    pending = list(during or [])
+    stages: Counter[str] = Counter()
+    deadline = time.monotonic() + timeout_s
+    while store.rebuilds == before:
+        assert time.monotonic() < deadline, "the rebuild never finished"
+        if pending:
+            rebuild = store._rebuild
+            stages["idle" if rebuild is None else "copying" if rebuild.copying
+                   else "building" if rebuild.shard is None else "catching up"] += 1
+            store.upsert([pending.pop(0)])
+        store.maintain()
+        time.sleep(0.01)
+    store.upsert(pending)
+    return stages
+
+
+def assert_holds(store: EdgeStore, expected: dict[str, np.ndarray]) -> None:
+    assert store.count() == len(expected)
+    got = store.get(list(expected))
+    assert set(got) == set(expected)
+    for item_id, v in expected.items():
+        np.testing.assert_allclose(got[item_id].vector, v, atol=1e-5)
+        assert store.search(v, 1)[0].item_id == item_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EdgeStore]:
+    s = EdgeStore(tmp_path / "shard", DIM, rebuild_after=100)
+    yield s
+    s.close()
+
+
+def test_writes_during_a_rebuild_reach_the_new_shard(store: EdgeStore, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edge_rebuild, "CATCH_UP_BATCH", 2)   # catching up takes many calls
+    first = points(0, 150)
+    store.upsert(first)
+    store.maintain()                                   # 150 written >= 100: the copy starts
+    moved = points(0, 40, seed=1)                      # new vectors for items 0..39
+    store.delete(["item-149"])
+    stages = run_until_switched(store, during=moved + points(150, 170))
+    assert store.rebuilds == 1 and stages["building"] > 0 and stages["catching up"] > 0, stages
+    expected = {p.item_id: p.vector for p in first + points(150, 170)} | {p.item_id: p.vector for p in moved}
+    del expected["item-149"]
+    assert_holds(store, expected)
+    root = tmp_path / "shard"
+    assert (root / "CURRENT").read_text().strip() == "gen-1"
+    assert sorted(p.name for p in root.glob("gen-*")) == ["gen-1"]   # the old one and the log are gone
+    store.close()
+    again = EdgeStore(root, DIM, rebuild_after=None)
+    try:
+        assert_holds(again, expected)
+    finally:
+        again.close()
+
+
+def test_writes_are_held_while_the_files_are_copied(store: EdgeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    real_copy = edge_rebuild.shutil.copytree
+
+    def slow_copy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        release.wait(30)
+        return real_copy(*args, **kwargs)
+
+    monkeypatch.setattr(edge_rebuild.shutil, "copytree", slow_copy)
+    store.upsert(points(0, 120))
+    store.maintain()
+    assert store._rebuild is not None and store._rebuild.copying
+    late = points(0, 1, seed=7)
+    store.upsert(late)
+    store.delete(["item-5"])
+    got = store.get(["item-0", "item-5"])             # reads see the held writes
+    assert set(got) == {"item-0"}
+    np.testing.assert_allclose(got["item-0"].vector, late[0].vector, atol=1e-5)
+    release.set()
+    run_until_switched(store)
+    expected = {p.item_id: p.vector for p in points(0, 120)} | {"item-0": late[0].vector}
+    del expected["item-5"]
+    assert_holds(store, expected)
+
+
+def test_a_failed_build_leaves_the_live_shard_whole(store: EdgeStore, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(edge_rebuild.sys, "executable", "/bin/false")
+    store.upsert(points(0, 120))
+    store.maintain()
+    store.upsert(points(120, 130))                    # held while copying, or written while building
+    deadline = time.monotonic() + 30
+    while store._rebuild is not None:
+        assert time.monotonic() < deadline
+        store.maintain()
+        time.sleep(0.01)
+    assert "rebuild was abandoned" in caplog.text and "exited with 1" in caplog.text
+    assert store.rebuilds == 0
+    assert_holds(store, {p.item_id: p.vector for p in points(0, 130)})
+    assert sorted(p.name for p in (tmp_path / "shard").glob("gen-*")) == ["gen-0"]
+    store.maintain()                                   # waits before it tries again
+    assert store._rebuild is None
+
+
+def test_a_shard_of_the_old_layout_moves_to_a_generation(tmp_path: Path) -> None:
+    from qdrant_edge import EdgeShard
+
+    root = tmp_path / "shard"
+    EdgeShard.create(str(root), edge_rebuild.edge_config(DIM)).close()   # shard files in the root
+    store = EdgeStore(root, DIM, rebuild_after=100)
+    try:
+        store.upsert(points(0, 120))
+        run_until_switched(store)
+        assert_holds(store, {p.item_id: p.vector for p in points(0, 120)})
+        assert sorted(p.name for p in root.iterdir()) == ["CURRENT", "gen-1", "xlrec.lock"]
+    finally:
+        store.close()
+
+
+def test_a_copy_left_by_a_crash_is_removed_on_open(tmp_path: Path) -> None:
+    root = tmp_path / "shard"
+    EdgeStore(root, DIM).close()
+    (root / "gen-7").mkdir()
+    (root / "gen-7.log").write_text("interrupted")
+    EdgeStore(root, DIM).close()
+    assert sorted(p.name for p in root.glob("gen-*")) == ["gen-0"]
