@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from streams.contracts.settings import Settings
+from streams.worker.fetch import XlrecApp
 from streams.worker.recovery import XlrecTableManager
 from streams.worker.web import require_token
 
@@ -74,7 +75,7 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
         TableManager=XlrecTableManager,
     )
     conf.update(overrides)
-    return faust.App(settings.group_id, **conf)
+    return XlrecApp(settings.group_id, **conf)
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:

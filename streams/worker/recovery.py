@@ -9,15 +9,17 @@ seek resets Faust's read offsets, the next message looks like a jump past missin
 and Faust's gap handling counts those offsets as processed. They are committed and never
 read: the crash fault test lost two messages per partition at every restart this way.
 
-Here the stream partitions are sought while they are still paused, and resumed after: no
-fetch can return their records from the old position. The consumer's flow is not stopped
-for it (as a first fix did): by then the standby changelog partitions are being read, and a
-stopped flow makes Faust drop the records it is delivering (`getmany` breaks off, the drain
-loop gives up on a message once `suspend_flow` is set) while their offsets count as read. A
-standby lost the first records of its partitions that way, later records moved its persisted
-offset past them, and the worker that took the partition over from that standby restarted
-those users without their first events (the rebalance fault test with the RocksDB store:
-39 events lost, every key last written before the standby's first highwater missing).
+Here the stream partitions are sought while they are still paused, and resumed after: no fetch
+can return their records from the old position (nor drain them while they are paused: a fetch
+waiting when the active set emptied took it for "all", see `streams.worker.fetch`). The
+consumer's flow is not stopped for it (as a first fix did): by then the standby changelog
+partitions are being read, and a stopped flow makes Faust drop the records it is delivering
+(`getmany` breaks off, the drain loop gives up on a message once `suspend_flow` is set) while
+their offsets count as read. A standby lost the first records of its partitions that way, later
+records moved its persisted offset past them, and the worker that took the partition over from
+that standby restarted those users without their first events (the rebalance fault test with
+the RocksDB store: 39 events lost, every key last written before the standby's first highwater
+missing).
 """
 
 from __future__ import annotations
