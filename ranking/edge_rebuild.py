@@ -7,9 +7,11 @@ scans exactly, so search cost grows with the writes. A `ShardRebuild` moves the 
 the process that serves searches:
 
 1. copying: the live shard is flushed and copied to a new generation directory by a thread;
-   writes are held meanwhile (searches go on), so the copy is consistent;
-2. building: a niced child process (`python -m ranking.edge_rebuild DIR DIM`) optimizes the
-   copy, while writes reach the live shard and are remembered (the last one per item);
+   writes are held meanwhile (searches go on), so the copy is consistent. The deferred writes
+   (`base`: vectors moved by reviews, which searches may see late) are saved next to it;
+2. building: a niced child process (`python -m ranking.edge_rebuild DIR DIM`) applies the
+   deferred writes to the copy and optimizes it, so they are indexed, while writes reach the
+   live shard and are remembered (the last one per item);
 3. catching up: the owner loads the built copy and replays the remembered writes onto it,
    a bounded number per call, so no call stalls long;
 4. done: the owner switches to the copy (`EdgeStore` records it in `CURRENT`).
@@ -20,7 +22,7 @@ the child's build, which never touch the live shard.
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import shutil
 import subprocess
@@ -28,15 +30,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+import numpy as np
 
 # A segment this small (KB of vectors: ~650 points of 384 floats) is indexed too, so what the
 # rebuild leaves unindexed is only the writes made since its copy.
 INDEXING_THRESHOLD_KB = 1_000
 CATCH_UP_BATCH = 512     # writes replayed onto the new copy per `step` call
+CHILD_WRITE_BATCH = 1_000
 CHILD_NICE = 19          # the build yields the CPU to the event path
 LOG_TAIL_CHARS = 2_000
 
@@ -52,15 +56,44 @@ def edge_config(dim: int) -> Any:
                       optimizers=EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB))
 
 
+@dataclass(frozen=True)
+class DeferredWrites:
+    """Upserts that only the rebuilt copy gets (as Qdrant point ids, vectors, payloads)."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]]
+
+    def save(self, target: Path) -> None:
+        np.save(writes_path(target, ".npy"), self.vectors)
+        writes_path(target, ".json").write_text(json.dumps({"ids": self.ids, "payloads": self.payloads}))
+
+    @classmethod
+    def load(cls, target: Path) -> DeferredWrites | None:
+        meta = writes_path(target, ".json")
+        if not meta.exists():
+            return None
+        head = json.loads(meta.read_text())
+        return cls(head["ids"], np.load(writes_path(target, ".npy")), head["payloads"])
+
+
+def writes_path(target: Path, suffix: str) -> Path:
+    return target.with_name(f"{target.name}.deferred{suffix}")
+
+
 class ShardRebuild:
     """One background rebuild of the shard at `live` into `target`; see the module docstring.
 
-    `pending` holds the writes made since the copy began, in order, the last one per item id.
+    `base` holds the deferred writes the copy gets before it is built (the live shard never
+    does); `pending` the writes made since the copy began, in order, the last one per item id.
     """
 
-    def __init__(self, live: Path, target: Path, dim: int) -> None:
+    def __init__(self, live: Path, target: Path, dim: int, base: dict[str, Write] | None = None,
+                 deferred: DeferredWrites | None = None) -> None:
         self.target = target
         self.dim = dim
+        self.base = dict(base or {})
+        self._deferred = deferred
         self.pending: dict[str, Write] = {}
         self.shard: Any = None              # the loaded copy, while catching up
         self._child: subprocess.Popen[bytes] | None = None
@@ -75,6 +108,8 @@ class ShardRebuild:
         return self._copier.is_alive()
 
     def remember(self, item_id: str, write: Write) -> None:
+        """A write the live shard gets (or, while copying, will get) and the copy must too."""
+        self.base.pop(item_id, None)        # newer than the deferred one: the copy replays it last
         self.pending.pop(item_id, None)     # re-inserted: the replay keeps the order of writes
         self.pending[item_id] = write
 
@@ -107,10 +142,10 @@ class ShardRebuild:
         return not self.pending
 
     def abandon(self) -> dict[str, Write]:
-        """Stop the child, close the copy and remove its files; returns the writes held
-        during the copy that the live shard has not had yet."""
+        """Stop the child, close the copy and remove its files; returns the writes the live
+        shard has not had yet (the deferred ones, then those held during the copy), in order."""
         self._copier.join()
-        held = dict(self.pending) if self._child is None else {}
+        held = self.base | (self.pending if self._child is None else {})
         if self._child is not None and self._child.poll() is None:
             self._child.kill()
             self._child.wait()
@@ -118,14 +153,22 @@ class ShardRebuild:
             self.shard.close()
             self.shard = None
         shutil.rmtree(self.target, ignore_errors=True)
-        self.target.with_name(self.target.name + ".log").unlink(missing_ok=True)
+        self.remove_side_files()
         return held
+
+    def remove_side_files(self) -> None:
+        """The child's log and the deferred writes it was given."""
+        for path in (self.target.with_name(self.target.name + ".log"), writes_path(self.target, ".npy"),
+                     writes_path(self.target, ".json")):
+            path.unlink(missing_ok=True)
 
     def _copy(self, live: Path, target: Path) -> None:
         try:
             shutil.rmtree(target, ignore_errors=True)
             # a shard of the old layout lives in the root, next to the generations and the lock
             shutil.copytree(live, target, ignore=shutil.ignore_patterns(*ROOT_ONLY))
+            if self._deferred is not None:
+                self._deferred.save(target)
         except BaseException as exc:  # reported by `step` on the owner's thread
             self._copy_error = exc
 
@@ -150,14 +193,24 @@ def build(path: Path, dim: int) -> None:
     vacuum deleted points) and flush it."""
     from qdrant_edge import EdgeShard
 
+    from qdrant_edge import Point, UpdateOperation
+
     started = time.perf_counter()
     shard = EdgeShard.load(str(path), edge_config(dim))
+    deferred = DeferredWrites.load(path)
+    if deferred is not None:
+        for lo in range(0, len(deferred.ids), CHILD_WRITE_BATCH):
+            hi = lo + CHILD_WRITE_BATCH
+            shard.update(UpdateOperation.upsert_points([
+                Point(pid, vec.tolist(), payload) for pid, vec, payload
+                in zip(deferred.ids[lo:hi], deferred.vectors[lo:hi], deferred.payloads[lo:hi])]))
     changed = shard.optimize()
     info = shard.info()
     shard.flush()
     shard.close()
-    print(f"optimized={changed} segments={info.segments_count} points={info.points_count} "
-          f"indexed={info.indexed_vectors_count} seconds={time.perf_counter() - started:.2f}", flush=True)
+    print(f"deferred={0 if deferred is None else len(deferred.ids)} optimized={changed} "
+          f"segments={info.segments_count} points={info.points_count} indexed={info.indexed_vectors_count} "
+          f"seconds={time.perf_counter() - started:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ class Recommender:
         self.rng = random.Random(seed)
         self.updates = 0
         self._cache: tuple[Any, ...] | None = None   # (key, signals) of the last ranking
-        self._unpushed: set[int] = set()             # rows changed since the store last saw them
+        self._unpushed: dict[int, bool] = {}         # rows changed since the store last saw them: urgent
         # user -> (time, candidate rows) of the user's last plain ranking, for learning
         self._last_candidates: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
 
@@ -204,7 +204,7 @@ class Recommender:
         new_lang = bool(event.lang) and event.lang not in self.catalog.lang_counts[row]
         self.catalog.add_event(row, positive, event.lang, neutral)
         if new_lang or (neutral is not None and self._moved(row)):
-            self._push(row)
+            self._push(row, urgent=False)
         self.trend.add(row, event.ts)
         if event.lang:
             self._lang_counter(event.lang).add(row, event.ts)
@@ -234,7 +234,7 @@ class Recommender:
         if row is not None:
             self.catalog.add_review(row, neutral)
             if self._moved(row):
-                self._push(row)
+                self._push(row, urgent=False)
         self._changed()
         if profile is None:
             return None
@@ -428,20 +428,25 @@ class Recommender:
         pushed = int(c.reviews_pushed[row])
         return int(c.n_reviews[row]) - pushed >= max(1.0, STORE_MOVE_SHARE * pushed)
 
-    def _push(self, row: int) -> None:
+    def _push(self, row: int, *, urgent: bool = True) -> None:
         """Mark an item for the vector store; `flush_store` writes it. Events move an item's
-        vector or languages one at a time, so a batch of events writes each item once."""
-        self._unpushed.add(row)
+        vector or languages one at a time, so a batch of events writes each item once. Not
+        `urgent` (a review moved the vector, a new language came): the store may show it
+        to searches at its next index build (`VectorStore.upsert(defer=True)`); a new item
+        or a new text is searchable at once."""
+        self._unpushed[row] = urgent or self._unpushed.get(row, False)
 
     def flush_store(self) -> None:
-        """Mirror the items changed since the last flush into the vector store in one upsert
-        (only active items with a vector are searchable)."""
+        """Mirror the items changed since the last flush into the vector store, in one upsert
+        per kind (only active items with a vector are searchable)."""
         c = self.catalog
-        vectors = {r: c.vector(r) for r in sorted(self._unpushed) if c.active[r]}
-        rows = [r for r, v in vectors.items() if v.any()]
-        self.store.upsert([ItemPoint(c.index.ids[r], vectors[r], {
-            "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r])}) for r in rows])
-        c.reviews_pushed[rows] = c.n_reviews[rows]
+        for urgent in (True, False):
+            vectors = {r: c.vector(r) for r, u in sorted(self._unpushed.items()) if u == urgent and c.active[r]}
+            rows = [r for r, v in vectors.items() if v.any()]
+            self.store.upsert([ItemPoint(c.index.ids[r], vectors[r], {
+                "title": c.titles[r], "langs": c.langs(r), "ts": float(c.first_ts[r])}) for r in rows],
+                defer=not urgent)
+            c.reviews_pushed[rows] = c.n_reviews[rows]
         self._unpushed.clear()  # only once written: a store outage must not drop them
         self.store.maintain()
 

@@ -26,7 +26,7 @@ class MemoryStore:
         self._payloads: list[dict] = []
         self._free: list[int] = []
 
-    def upsert(self, points: Sequence[ItemPoint]) -> None:
+    def upsert(self, points: Sequence[ItemPoint], *, defer: bool = False) -> None:
         for p in points:
             v = np.asarray(p.vector, np.float32).reshape(-1)
             if v.shape[0] != self.dim:

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ranking.edge_rebuild import ROOT_ONLY, ShardRebuild, edge_config
+from ranking.edge_rebuild import ROOT_ONLY, DeferredWrites, ShardRebuild, edge_config
 from ranking.store import Hit, ItemPoint, VectorStore
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,10 @@ LANGS_KEY = "langs"
 # A fixed namespace: the same item_id maps to the same point id in every process and store.
 POINT_NAMESPACE = uuid.UUID("8d3a5f0e-5b7c-4c1e-9a53-2f6a1c0b7e41")
 # The embedded shard's index is rebuilt (in a child process) once this many points were
-# written since the last build; past MAX_PENDING_WRITES written during one rebuild (a catalog
+# written or deferred since the last build; past MAX_PENDING_WRITES written during one rebuild (a catalog
 # being loaded), that rebuild is dropped and another starts REBUILD_RETRY_S later.
 REBUILD_AFTER = 2_000
+REBUILD_SHARE = 0.05     # ... or a twentieth of the shard, whichever is more
 MAX_PENDING_WRITES = 50_000
 REBUILD_RETRY_S = 10.0
 
@@ -94,6 +95,7 @@ class EdgeStore:
         self.rebuilds = 0                    # switched to a rebuilt copy (for tests and benches)
         self._written = 0                    # points written since the index was last built
         self._rebuild: ShardRebuild | None = None
+        self._deferred: dict[str, ItemPoint] = {}   # for the next rebuild (`upsert(defer=True)`)
         self._retry_at = 0.0
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
@@ -107,6 +109,7 @@ class EdgeStore:
         except Exception as exc:
             self._release_lock()
             raise StoreError(f"cannot open the embedded Qdrant shard at {self._live}: {exc}") from None
+        self._points = self.count()
 
     def _live_dir(self) -> Path:
         current = self.path / self.CURRENT_FILE
@@ -147,7 +150,12 @@ class EdgeStore:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
-    def upsert(self, points: Sequence[ItemPoint]) -> None:
+    def upsert(self, points: Sequence[ItemPoint], *, defer: bool = False) -> None:
+        if defer:    # kept for the next rebuild, which indexes them with the rest
+            for p in points:
+                self._deferred.pop(p.item_id, None)
+                self._deferred[p.item_id] = p
+            return
         self._write({p.item_id: p for p in points})
 
     def delete(self, item_ids: Sequence[str]) -> None:
@@ -155,10 +163,13 @@ class EdgeStore:
 
     def _write(self, writes: dict[str, ItemPoint | None]) -> None:
         """Writes reach the live shard, except while a rebuild copies its files (held until
-        the copy is done); a rebuild under way remembers them for its copy."""
+        the copy is done); a rebuild under way remembers them for its copy. A write replaces
+        the item's deferred one, which is older."""
         if not writes:
             return
         self._written += len(writes)
+        for item_id in writes:
+            self._deferred.pop(item_id, None)
         if self._rebuild is not None:
             for item_id, write in writes.items():
                 self._rebuild.remember(item_id, write)
@@ -184,10 +195,9 @@ class EdgeStore:
         thread that owns the store; a failed rebuild is logged and tried again later."""
         rebuild = self._rebuild
         if rebuild is None:
-            if (self.rebuild_after is not None and self._written >= self.rebuild_after
-                    and time.monotonic() >= self._retry_at):
-                self._shard.flush()
-                self._rebuild = ShardRebuild(self._live, self._next_generation(), self.dim)
+            if (self.rebuild_after is not None and time.monotonic() >= self._retry_at
+                    and self._written + len(self._deferred) >= max(self.rebuild_after, REBUILD_SHARE * self._points)):
+                self._start_rebuild()
             return
         try:
             done = rebuild.step(self._apply)
@@ -200,6 +210,23 @@ class EdgeStore:
             return
         if done:
             self._switch(rebuild)
+
+    def _start_rebuild(self) -> None:
+        base, self._deferred = self._deferred, {}
+        points = list(base.values())
+        deferred = DeferredWrites(
+            [point_id(p.item_id) for p in points],
+            np.stack([np.asarray(_as_vector(p.vector, self.dim), np.float32) for p in points])
+            if points else np.zeros((0, self.dim), np.float32),
+            [_payload(p) for p in points])
+        self._shard.flush()
+        self._rebuild = ShardRebuild(self._live, self._next_generation(), self.dim, base, deferred)
+
+    def _apply_deferred(self) -> None:
+        """Before an in-process build or a close: the deferred writes reach the live shard."""
+        self._drop_rebuild()
+        deferred, self._deferred = self._deferred, {}
+        self._apply(None, dict(deferred))
 
     def _drop_rebuild(self) -> None:
         if self._rebuild is not None:
@@ -217,12 +244,13 @@ class EdgeStore:
         rebuild.shard = None
         self._rebuild = None
         self._written = 0
+        self._points = self.count()
         self.rebuilds += 1
         tmp = self.path / (self.CURRENT_FILE + ".tmp")
         tmp.write_text(self._live.name + "\n")
         os.replace(tmp, self.path / self.CURRENT_FILE)
         old.close()
-        self._live.with_name(self._live.name + ".log").unlink(missing_ok=True)
+        rebuild.remove_side_files()
         if old_dir == self.path:   # the old layout: the shard's own entries in the root
             for entry in self.path.iterdir():
                 if not any(entry.match(pattern) for pattern in ROOT_ONLY):
@@ -235,11 +263,13 @@ class EdgeStore:
             return {}
         records = self._shard.retrieve([point_id(i) for i in item_ids], with_payload=True, with_vector=True)
         found = dict(_to_point(rec) for rec in records)
-        if self._rebuild is not None and self._rebuild.copying:   # writes held from the live shard
+        rebuild = self._rebuild
+        for later in ((rebuild.base if rebuild else {}), (rebuild.pending if rebuild and rebuild.copying else {}),
+                      self._deferred):   # writes the live shard has not had yet, oldest first
             for item_id in item_ids:
-                if item_id in self._rebuild.pending:
-                    held = self._rebuild.pending[item_id]
-                    found.pop(item_id, None) if held is None else found.__setitem__(item_id, held)
+                if item_id in later:
+                    write = later[item_id]
+                    found.pop(item_id, None) if write is None else found.__setitem__(item_id, write)
         return found
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
@@ -265,13 +295,13 @@ class EdgeStore:
 
     def optimize(self) -> None:
         """Build the index here and now (holding the GIL: for benches and tests)."""
-        self._drop_rebuild()
+        self._apply_deferred()
         self._shard.optimize()
         self._written = 0
 
     def close(self) -> None:
-        self._drop_rebuild()
         if not self._lock.closed:
+            self._apply_deferred()
             self._shard.flush()
             self._shard.close()
             self._release_lock()
@@ -313,8 +343,8 @@ class ServerStore:
         except Exception as exc:
             raise StoreError(f"cannot reach the Qdrant server at {url}: {exc}") from None
 
-    def upsert(self, points: Sequence[ItemPoint]) -> None:
-        if points:
+    def upsert(self, points: Sequence[ItemPoint], *, defer: bool = False) -> None:
+        if points:   # the server indexes as it goes: deferring would gain nothing
             self._client.upsert(self.collection, wait=True, points=[
                 self._models.PointStruct(id=point_id(p.item_id), vector=_as_vector(p.vector, self.dim),
                                          payload=_payload(p)) for p in points])

@@ -38,8 +38,11 @@ class VectorStore(Protocol):
 
     dim: int
 
-    def upsert(self, points: Sequence[ItemPoint]) -> None:
-        """Insert or replace points; idempotent by item_id."""
+    def upsert(self, points: Sequence[ItemPoint], *, defer: bool = False) -> None:
+        """Insert or replace points; idempotent by item_id. `defer`: searches may see the
+        change late, at the store's next index build (a vector that reviews moved a little),
+        which spares a store with a rebuilt index from scanning it until then; `get` sees
+        it at once."""
 
     def delete(self, item_ids: Sequence[str]) -> None:
         """Remove items; unknown ids are ignored."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +30,27 @@ def points(lo: int, hi: int, seed: int = 0) -> list[ItemPoint]:
             for i in range(lo, hi)]
 
 
-def run_until_switched(store: EdgeStore, *, during: list[ItemPoint] | None = None,
+def stage_of(store: EdgeStore) -> str:
+    rebuild = store._rebuild
+    return ("idle" if rebuild is None else "copying" if rebuild.copying
+            else "building" if rebuild.shard is None else "catching up")
+
+
+def run_until_switched(store: EdgeStore, *, write: Callable[[str], None] | None = None,
                        timeout_s: float = 60.0) -> Counter[str]:
-    """Call maintain() as the engine does, writing one of `during` before each call (the rest
-    after the switch); returns how many writes came in each stage of the rebuild."""
+    """Call maintain() as the engine does, calling `write(stage)` before each call; returns
+    how many calls each stage of the rebuild took."""
     before = store.rebuilds
-    pending = list(during or [])
     stages: Counter[str] = Counter()
     deadline = time.monotonic() + timeout_s
     while store.rebuilds == before:
         assert time.monotonic() < deadline, "the rebuild never finished"
-        if pending:
-            rebuild = store._rebuild
-            stages["idle" if rebuild is None else "copying" if rebuild.copying
-                   else "building" if rebuild.shard is None else "catching up"] += 1
-            store.upsert([pending.pop(0)])
+        stage = stage_of(store)
+        stages[stage] += 1
+        if write is not None:
+            write(stage)
         store.maintain()
         time.sleep(0.01)
-    store.upsert(pending)
     return stages
 
 
@@ -70,15 +73,22 @@ def store(tmp_path: Path) -> Iterator[EdgeStore]:
 def test_writes_during_a_rebuild_reach_the_new_shard(store: EdgeStore, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edge_rebuild, "CATCH_UP_BATCH", 2)   # catching up takes many calls
-    first = points(0, 150)
-    store.upsert(first)
+    expected = {p.item_id: p.vector for p in points(0, 150)}
+    store.upsert(points(0, 150))
     store.maintain()                                   # 150 written >= 100: the copy starts
-    moved = points(0, 40, seed=1)                      # new vectors for items 0..39
     store.delete(["item-149"])
-    stages = run_until_switched(store, during=moved + points(150, 170))
-    assert store.rebuilds == 1 and stages["building"] > 0 and stages["catching up"] > 0, stages
-    expected = {p.item_id: p.vector for p in first + points(150, 170)} | {p.item_id: p.vector for p in moved}
     del expected["item-149"]
+    written: Counter[str] = Counter()
+
+    def write(stage: str) -> None:   # one per call: a new vector for an old item, or a new item
+        n = sum(written.values())
+        p = points(n % 140, n % 140 + 1, seed=n + 1)[0] if n % 2 else points(1000 + n, 1001 + n)[0]
+        store.upsert([p])
+        expected[p.item_id] = p.vector
+        written[stage] += 1
+
+    run_until_switched(store, write=write)
+    assert store.rebuilds == 1 and written["building"] > 0 and written["catching up"] > 0, written
     assert_holds(store, expected)
     root = tmp_path / "shard"
     assert (root / "CURRENT").read_text().strip() == "gen-1"
@@ -158,3 +168,28 @@ def test_a_copy_left_by_a_crash_is_removed_on_open(tmp_path: Path) -> None:
     (root / "gen-7.log").write_text("interrupted")
     EdgeStore(root, DIM).close()
     assert sorted(p.name for p in root.glob("gen-*")) == ["gen-0"]
+
+
+def test_deferred_writes_are_indexed_by_the_next_rebuild(store: EdgeStore, tmp_path: Path) -> None:
+    """A vector moved by reviews may reach searches at the next build: until then searches
+    see the old one, `get` the new one; the rebuilt copy has it; a later plain write wins."""
+    store.upsert(points(0, 50))
+    old, moved = points(0, 1)[0], points(0, 1, seed=9)[0]
+    store.upsert([moved], defer=True)
+    scores = {h.item_id: h.score for h in store.search(moved.vector, 50)}
+    assert scores["item-0"] == pytest.approx(float(old.vector @ moved.vector), abs=1e-4)   # the old vector
+    np.testing.assert_allclose(store.get(["item-0"])["item-0"].vector, moved.vector, atol=1e-5)
+    store.upsert(points(1, 3, seed=5), defer=True)
+    store.upsert(points(2, 3, seed=6))                   # newer than its deferred write
+    store.upsert(points(50, 110))                        # 110 written or deferred: a rebuild
+    run_until_switched(store)
+    expected = ({p.item_id: p.vector for p in points(0, 110)} | {"item-0": moved.vector}
+                | {p.item_id: p.vector for p in points(1, 2, seed=5) + points(2, 3, seed=6)})
+    assert_holds(store, expected)
+    store.upsert([points(3, 4, seed=8)[0]], defer=True)  # not rebuilt yet: a close writes it
+    store.close()
+    again = EdgeStore(tmp_path / "shard", DIM, rebuild_after=None)
+    try:
+        assert_holds(again, expected | {"item-3": points(3, 4, seed=8)[0].vector})
+    finally:
+        again.close()

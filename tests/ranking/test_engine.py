@@ -168,14 +168,16 @@ def test_click_profile_and_reason_text() -> None:
 
 
 class CountingStore(MemoryStore):
-    """MemoryStore that records which items each upsert wrote."""
+    """MemoryStore that records which items each upsert wrote, and which were deferred."""
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.written: list[str] = []
+        self.deferred: list[str] = []
 
-    def upsert(self, points) -> None:  # type: ignore[no-untyped-def]
+    def upsert(self, points, *, defer=False) -> None:  # type: ignore[no-untyped-def]
         self.written += [p.item_id for p in points]
+        self.deferred += [p.item_id for p in points if defer]
         super().upsert(points)
 
 
@@ -200,6 +202,10 @@ def test_the_store_is_written_only_when_what_search_reads_changes() -> None:
     rec.observe(profile, _review(4, "u", "s-fr", lang="fr"))   # its text is embedded with the event
     rec.flush_store()
     assert store.written == ["s-fr"] * 3
+    # none of these is urgent: the store may index them at its next build
+    assert store.deferred == store.written
+    rec.upsert_items([ItemEvent(item_id="new", title="Brand new", lang="en", ts=T0 + 200)])
+    assert store.written[-1] == "new" and store.deferred == ["s-fr"] * 3   # a new item is searchable at once
 
 
 def test_a_popular_item_is_written_a_few_times_not_once_per_review() -> None:

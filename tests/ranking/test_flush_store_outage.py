@@ -22,7 +22,7 @@ class FlakyStore(MemoryStore):
 
     down = False
 
-    def upsert(self, points: Sequence[ItemPoint]) -> None:
+    def upsert(self, points: Sequence[ItemPoint], *, defer: bool = False) -> None:
         if self.down:
             raise ConnectionError("store away")
         super().upsert(points)
