@@ -387,8 +387,14 @@ class Recommender:
             self._lang_counter(lang).load_rows([p["lang_trend"].get(lang) for p in pieces], n)
         for name in ("cooc", "cooc_recent", "transitions"):
             getattr(self, name).load_rows([p[name] for p in pieces], n)
+        # A store that kept its points (an embedded shard on the same disk) gets them again at
+        # its next index build, not as an exactly scanned copy of the whole catalog; one that
+        # lacks some gets them all at once.
+        c = self.catalog
+        searchable = np.count_nonzero(c.active[:n] & (c.text_vec[:n].any(axis=1) | (c.review_slot[:n] > 0)))
+        urgent = self.store.count() < searchable
         for row in range(len(self.catalog)):
-            self._push(row)
+            self._push(row, urgent=urgent)
         self.flush_store()
         self._changed()
 

@@ -129,6 +129,23 @@ def test_snapshot_restore_round_trip(tmp_path: Path) -> None:
         other.restore(path)
 
 
+def test_a_restore_defers_what_the_store_already_holds(tmp_path: Path) -> None:
+    """A restart on the same disk finds its items in the embedded shard: writing them all
+    again at once would leave the whole catalog exactly scanned until the next index build."""
+    rec = _engine(seed=3)
+    _feed(rec, [_review(n, "u", item, "de") for n, item in enumerate(["s-de", "f-en"], 1)])
+    path = tmp_path / "ranker.pkl"
+    rec.snapshot(path)
+    kept = CountingStore(32)
+    kept.upsert(list(rec.store.get(list(ITEMS)).values()))
+    kept.written.clear()
+    Recommender(kept, FakeEncoder(32), seed=3).restore(path)
+    assert sorted(kept.written) == sorted(ITEMS) and kept.deferred == kept.written
+    empty = CountingStore(32)
+    Recommender(empty, FakeEncoder(32), seed=3).restore(path)
+    assert sorted(empty.written) == sorted(ITEMS) and empty.deferred == []
+
+
 def test_a_snapshot_taken_in_pieces_while_events_arrive_restores(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker takes a snapshot one piece at a time, other work in between: rows added
