@@ -391,7 +391,7 @@ class Recommender:
         # its next index build, not as an exactly scanned copy of the whole catalog; one that
         # lacks some gets them all at once.
         c = self.catalog
-        searchable = np.count_nonzero(c.active[:n] & (c.text_vec[:n].any(axis=1) | (c.review_slot[:n] > 0)))
+        searchable = int(np.count_nonzero(c.active[:n] & (c.text_vec[:n].any(axis=1) | (c.review_slot[:n] > 0))))
         urgent = self.store.count() < searchable
         for row in range(len(self.catalog)):
             self._push(row, urgent=urgent)
