@@ -195,6 +195,18 @@ class ItemCatalog:
         out[reviewed] = self.blended[slots[reviewed] - 1]
         return out
 
+    def text_and_vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(text vectors, `vectors`) of `rows`, from one gather of the text vectors; the two
+        are the same array when none of the rows has reviews (read them, do not write)."""
+        text = self.text_vec[rows]
+        slots = self.review_slot[rows]
+        reviewed = slots > 0
+        if not reviewed.any():
+            return text, text
+        out = text.copy()
+        out[reviewed] = self.blended[slots[reviewed] - 1]
+        return text, out
+
     def vector(self, row: int) -> np.ndarray:
         slot = int(self.review_slot[row]) - 1
         return (self.blended[slot] if slot >= 0 else self.text_vec[row]).copy()
@@ -202,8 +214,28 @@ class ItemCatalog:
     def scores(self, query: np.ndarray, n: int) -> np.ndarray:
         """The first n items' vectors times `query`, without building their matrix."""
         out = self.text_vec[:n] @ query
-        reviewed = np.flatnonzero(self.review_slot[:n])
-        out[reviewed] = self.blended[self.review_slot[reviewed] - 1] @ query
+        slots = self.review_slot[:n]
+        reviewed = np.flatnonzero(slots)
+        if reviewed.size:   # every blended vector times `query` in place, then picked
+            out[reviewed] = (self.blended[: self.n_reviewed] @ query)[slots[reviewed] - 1]
+        return out
+
+    def content_scores(self, interest: np.ndarray, own: np.ndarray | None, n: int) -> np.ndarray:
+        """[n, 3] float32 for the first n items: their vectors times `interest`, times `own`
+        (0 without it) and their text vectors times `interest`, in one pass over the
+        vectors (a ranking that searches every item exactly gets its features from it too)."""
+        q = np.zeros((self.dim, 2), np.float32)
+        q[:, 0] = interest
+        if own is not None:
+            q[:, 1] = own
+        text = self.text_vec[:n] @ q
+        out = np.empty((n, 3), np.float32)
+        out[:, :2] = text
+        out[:, 2] = text[:, 0]
+        slots = self.review_slot[:n]
+        reviewed = np.flatnonzero(slots)
+        if reviewed.size:
+            out[reviewed, :2] = (self.blended[: self.n_reviewed] @ q)[slots[reviewed] - 1]
         return out
 
     def main_lang(self, row: int) -> str | None:

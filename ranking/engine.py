@@ -511,7 +511,8 @@ class Recommender:
             if vector is None:
                 continue
             if s.n <= cfg.exact_search_items:
-                picked.append(self._exact_content(vector, s.n, keep, cfg.n_content))
+                scores = s.content_all()[:, 0] if vector is ctx.interest else self.catalog.scores(vector, s.n)
+                picked.append(self._exact_content(scores, keep, cfg.n_content))
                 continue
             if not search:
                 continue
@@ -532,12 +533,12 @@ class Recommender:
         rows = np.sort(np.concatenate(picked))
         return rows[np.r_[True, rows[1:] != rows[:-1]]] if rows.size else rows
 
-    def _exact_content(self, vector: np.ndarray, n: int, keep: Callable[[np.ndarray], np.ndarray],
+    def _exact_content(self, scores: np.ndarray, keep: Callable[[np.ndarray], np.ndarray],
                        k: int) -> np.ndarray:
-        """The k items closest to `vector` among the first n, by exact dot product (items
-        without a vector score 0 and are left out)."""
+        """The k items with the highest `scores` (exact dot products of the first n items with
+        a vector; items without a vector score 0 and are left out)."""
+        n = len(scores)
         rows = np.arange(n)
-        scores = self.catalog.scores(vector, n)
         ok = keep(rows) & (scores != 0.0)
         v = np.where(ok, scores, -np.inf)
         top = np.argpartition(-v, k)[:k] if k < n else rows
@@ -579,7 +580,9 @@ class Recommender:
         if group == "query":
             return reasons.QUERY
         if group == "content" and hist:
-            sims = c.vectors(hist) @ c.vector(row)
+            if ctx.history_vectors is None:
+                ctx.history_vectors = c.vectors(hist)
+            sims = ctx.history_vectors @ c.vector(row)
             j = int(np.argmax(sims))
             return reasons.similar_to(c.title(hist[j]),
                                       ctx.history_weights[j] == self.profile_config.click_weight,

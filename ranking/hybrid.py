@@ -60,6 +60,11 @@ def _span(names: tuple[str, ...]) -> slice:
     return slice(start, start + len(names))
 
 
+_CONTENT, _CONTENT_TEXT, _CONTENT_OWN = (_col(f) for f in ("content", "content_text", "content_own"))
+_TREND_LOG, _AGE, _NEW, _POP, _POS_RATE = (_col(f) for f in ("trend_log", "age", "new", "pop", "pos_rate"))
+_TREND_SPAN, _LANG_SPAN = _span(TREND_NAMES), _span(LANG_NAMES)
+
+
 @dataclass(frozen=True)
 class HybridConfig:
     """Sizes and rates of the hybrid ranker: product choices, not fitted to any data set."""
@@ -98,6 +103,7 @@ class UserContext:
     history_rows: list[int] = field(default_factory=list)      # oldest first
     history_weights: list[float] = field(default_factory=list)
     history_langs: list[str | None] = field(default_factory=list)
+    history_vectors: np.ndarray | None = None   # of history_rows, once a reason needs them
 
     @property
     def main_lang(self) -> str | None:
@@ -131,20 +137,34 @@ class Signals:
             cols, terms, owner = cooc.terms(rows, pos_w)
             items, total, best = merge(cols, terms, len(cooc.n))
             self.sparse["cooc"], self.sparse["cooc_max"] = (items, _rel(total)), (items, best)
-            recent = owner >= len(rows) - 3              # the last three items alone
-            items, last, _ = merge(cols[recent], terms[recent], len(cooc.n))
+            # the last three items alone: the terms are in history order, theirs come last
+            first = int(np.searchsorted(owner, len(rows) - 3))
+            items, last, _ = merge(cols[first:], terms[first:], len(cooc.n), maxima=False)
             self.sparse["cooc_last"] = (items, _rel(last))
-            items, recent, _ = cooc_recent.sparse_scores(rows, pos_w, cosine=False)
+            items, recent, _ = cooc_recent.sparse_scores(rows, pos_w, cosine=False, maxima=False)
             self.sparse["cooc_recent"] = (items, _rel(recent))
             items, following = transitions.sparse_scores(rows[-3:])
             self.sparse["next"] = (items, _rel(following))
         self._known: tuple[np.ndarray, np.ndarray] | None = None   # (sorted rows, their matrix)
+        self._content: np.ndarray | None = None   # `content_all`, once asked for
         # A small catalog reads them from dense arrays: one gather instead of a search
         self.dense: dict[str, np.ndarray] = {}
         if self.n <= DENSE_MERGE_ROWS:
             for name, (items, values) in self.sparse.items():
                 self.dense[name] = full = np.zeros(self.n, np.float32)
-                full[items[items < self.n]] = values[items < self.n]
+                if items.size and items[-1] >= self.n:   # sorted: only then is any outside
+                    inside = items < self.n
+                    items, values = items[inside], values[inside]
+                full[items] = values
+
+    def content_all(self) -> np.ndarray:
+        """[n, 3]: content, content_own and content_text of every item (the user needs an
+        interest vector), computed once; a ranking that searches the catalog exactly asks for
+        it, and its candidates' content features are then read from it."""
+        if self._content is None:
+            assert self.ctx.interest is not None
+            self._content = self.catalog.content_scores(self.ctx.interest, self.ctx.own, self.n)
+        return self._content
 
     def matrix(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), len(FEATURES)] float64. The rows of the last sorted set asked for (a
@@ -171,26 +191,33 @@ class Signals:
         x = np.zeros((len(rows), len(FEATURES)))
         if not rows.size:
             return x
-        vec = c.vectors(rows)
-        if ctx.interest is not None:
-            x[:, _col("content")] = vec @ ctx.interest
-            x[:, _col("content_text")] = c.text_vec[rows] @ ctx.interest
-        if ctx.own is not None:
-            x[:, _col("content_own")] = vec @ ctx.own
+        if self._content is not None:
+            content = self._content[rows]
+            x[:, _CONTENT] = content[:, 0]
+            x[:, _CONTENT_TEXT] = content[:, 2]
+            if ctx.own is not None:
+                x[:, _CONTENT_OWN] = content[:, 1]
+        elif ctx.interest is not None or ctx.own is not None:
+            text, vec = c.text_and_vectors(rows)   # one gather of the text vectors for both
+            if ctx.interest is not None:
+                x[:, _CONTENT] = vec @ ctx.interest
+                x[:, _CONTENT_TEXT] = text @ ctx.interest
+            if ctx.own is not None:
+                x[:, _CONTENT_OWN] = vec @ ctx.own
         for name, (items, values) in self.sparse.items():
             full = self.dense.get(name)
-            x[:, _col(name)] = full[rows] if full is not None else _lookup(items, values, rows)
+            x[:, FEATURE_INDEX[name]] = full[rows] if full is not None else _lookup(items, values, rows)
         counts = self.trend.values_of(rows, now)
-        x[:, _span(TREND_NAMES)] = _scaled(counts, self.trend_peaks)
-        x[:, _col("trend_log")] = np.log((counts[:, 2] + 0.01) / (self.trend_total + 1.0))
+        x[:, _TREND_SPAN] = _scaled(counts, self.trend_peaks)
+        x[:, _TREND_LOG] = np.log((counts[:, 2] + 0.01) / (self.trend_total + 1.0))
         if self.lang_counter is not None:
-            x[:, _span(LANG_NAMES)] = _scaled(self.lang_counter.values_of(rows, now), self.lang_peaks)
+            x[:, _LANG_SPAN] = _scaled(self.lang_counter.values_of(rows, now), self.lang_peaks)
         n_events = c.n_events[rows].astype(np.float32)
         age_h = np.maximum(now - c.first_ts[rows], 0.0) / HOUR
-        x[:, _col("age")] = np.log1p(age_h)
-        x[:, _col("new")] = age_h < self.new_item_hours
-        x[:, _col("pop")] = np.log1p(n_events)
-        x[:, _col("pos_rate")] = (c.n_pos[rows] + 1.0) / (n_events + 2.0)
+        x[:, _AGE] = np.log1p(age_h)
+        x[:, _NEW] = age_h < self.new_item_hours
+        x[:, _POP] = np.log1p(n_events)
+        x[:, _POS_RATE] = (c.n_pos[rows] + 1.0) / (n_events + 2.0)
         depth = min(len(ctx.history_rows), HISTORY_DEPTH) / HISTORY_DEPTH
         x[:, HIST_COLS] = x[:, HIST_BASE_COLS].astype(np.float32) * np.float32(depth)
         return x

@@ -63,10 +63,12 @@ class DecayedCounts:
 
     def values_of(self, rows: np.ndarray, now: float) -> np.ndarray:
         """[len(rows), len(half_lives)] decayed counts of `rows` at `now`."""
-        out = np.zeros((len(rows), len(self.tau)))
         if self.t0 is None:
-            return out
+            return np.zeros((len(rows), len(self.tau)))
         known = rows < self.s.shape[0]
+        if known.all():
+            return self.s[rows] * self._decay(now)
+        out = np.zeros((len(rows), len(self.tau)))
         out[known] = self.s[rows[known]] * self._decay(now)
         return out
 
@@ -158,13 +160,16 @@ class NeighbourLists:
     def block(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(columns, weights, index into `rows`) of every pair of `rows`."""
         cols, vals, sizes = [], [], []
+        all_slots, all_cols, all_vals = self.slots, self.cols, self.vals
         for row in rows:
-            slots = self.slots.get(row)
-            size = len(slots) if slots else 0
-            sizes.append(size)
-            if size:
-                cols.append(self.cols[row][:size])
-                vals.append(self.vals[row][:size])
+            slots = all_slots.get(row)
+            if slots:
+                size = len(slots)
+                cols.append(all_cols[row][:size])
+                vals.append(all_vals[row][:size])
+                sizes.append(size)
+            else:
+                sizes.append(0)
         if not cols:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
         return np.concatenate(cols), np.concatenate(vals), np.repeat(np.arange(len(sizes)), sizes)
@@ -216,24 +221,28 @@ class NeighbourLists:
                 self.slots[row] = {int(c): i for i, c in enumerate(self.cols[row].tolist())}
 
 
-def merge(cols: np.ndarray, values: np.ndarray, n: int | None = None
+def merge(cols: np.ndarray, values: np.ndarray, n: int | None = None, *, maxima: bool = True
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sorted unique columns, sum per column, max per column) of values given per entry.
     With the number of rows `n` when it is small next to the entries, counted in dense arrays
-    (a tenth of the time of the sort that large catalogs use)."""
+    (a tenth of the time of the sort that large catalogs use). With `maxima=False` the max
+    per column is not computed (an empty array in its place)."""
     if not cols.size:
         return cols, np.zeros(0, np.float32), np.zeros(0, np.float32)
-    values = values.astype(np.float32)
+    values = np.asarray(values, np.float32)
     if n is not None and n <= max(DENSE_MERGE_ROWS, 8 * cols.size):
         items = np.flatnonzero(np.bincount(cols, minlength=n))
         sums = np.bincount(cols, weights=values, minlength=n)[items].astype(np.float32)
+        if not maxima:
+            return items, sums, np.zeros(0, np.float32)
         maxs = np.zeros(n, np.float32)
         np.maximum.at(maxs, cols, values)
         return items, sums, maxs[items]
     order = np.argsort(cols, kind="stable")
     cols, values = cols[order], values[order]
     starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-    return cols[starts], np.add.reduceat(values, starts), np.maximum.reduceat(values, starts)
+    return (cols[starts], np.add.reduceat(values, starts),
+            np.maximum.reduceat(values, starts) if maxima else np.zeros(0, np.float32))
 
 
 def dense(cols: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -284,12 +293,12 @@ class CoCounts:
                 self.lists.add(h, row, w)
 
     def sparse_scores(self, history_rows: Sequence[int], weights: Sequence[float] | None = None,
-                      *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      *, cosine: bool = True, maxima: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(items, sum, max) over the history of cosine-normalised co-counts c_ij / sqrt(n_i n_j),
         for the items co-occurring with any of the history (all others score 0); `cosine=False`
         divides by sqrt(n_j) of the history item only, so the candidate's own (recent)
-        popularity counts too."""
-        return merge(*self.terms(history_rows, weights, cosine=cosine)[:2], len(self.n))
+        popularity counts too. `maxima=False`: no max (see `merge`)."""
+        return merge(*self.terms(history_rows, weights, cosine=cosine)[:2], len(self.n), maxima=maxima)
 
     def terms(self, history_rows: Sequence[int], weights: Sequence[float] | None = None,
               *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -297,8 +306,10 @@ class CoCounts:
         cols, vals, owner = self.lists.block(history_rows)
         if not cols.size:
             return cols, vals, owner
-        h = np.asarray(history_rows, np.int64)[owner]   # rows with pairs are inside `n`
-        values = vals / np.sqrt(np.maximum(self.n[h], 1e-6))
+        # Per history row, then per term: rows with pairs are inside `n`; those without are
+        # clipped into it only to be read, never used.
+        hist = np.minimum(np.asarray(history_rows, np.int64), self.n.size - 1)
+        values = vals / np.sqrt(np.maximum(self.n[hist], 1e-6))[owner]
         if cosine:
             values = values / np.sqrt(np.maximum(self.n[cols], 1e-6))
         if weights is not None:
@@ -353,7 +364,7 @@ class Transitions:
         if cols.size:
             prev = np.asarray(previous_rows, np.int64)[owner]
             vals = vals / np.maximum(self.out[prev], 1.0)
-        items, total, _ = merge(cols, vals, len(self.out))
+        items, total, _ = merge(cols, vals, len(self.out), maxima=False)
         return items, total
 
 
