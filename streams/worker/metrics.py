@@ -47,6 +47,9 @@ EVENTS_REROUTED = Counter(
 USERS_FORGOTTEN = Counter(
     "xlrec_users_forgotten", "Users erased on request (xlrec forget, EventProducer.forget).",
     registry=REGISTRY)
+EVENTS_BEFORE_ERASURE = Counter(
+    "xlrec_events_before_erasure", "User events and requests dropped because they were produced "
+    "before their user's erasure and read after it (streams.worker.privacy).", registry=REGISTRY)
 PROFILE_UPDATES = Counter(
     "xlrec_profile_updates", "Click and review events applied to user profiles.", registry=REGISTRY)
 RANKER_LEARNING_SKIPPED = Counter(

@@ -13,6 +13,16 @@ impressions, queued requests, pending ranking, review texts waiting for the enco
 engine's per-user state. Afterwards `/users/{id}/profile` and `/users/{id}/recommendations` answer
 404, until the user sends events again.
 
+Ordering. The forget is applied after the user's events that the worker read before it. Events
+of the user produced before the forget but read after it (they were on another topic or partition
+the worker was behind on, or on their way through the repartition topic) are dropped rather than
+applied to a new profile: for `FENCE_S` after an erasure the worker drops the user's events and
+requests whose Kafka timestamp is not after the forget's (`Erasure.before`; a re-routed copy keeps
+its original timestamp). Producer timestamps come from the producers' clocks: `EventProducer.forget`
+flushes the producer's earlier events first, so their timestamps and offsets precede the forget's.
+The fence is kept in memory only (a user id for at most `FENCE_S`): a worker that restarts in that
+window applies late events of before the forget again, as it would without the fence.
+
 What is not erased: the events themselves in the input topics (they age out with the topics'
 retention), the item-level aggregates the user's events contributed to (trends, co-occurrence,
 review-blended item vectors: no user can be read back from them), and the dead-letter topic.
@@ -20,8 +30,11 @@ review-blended item vectors: no user can be read back from them), and the dead-l
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from typing import Any
+
+from faust.types.tuples import Message
 
 from ranking.profile import languages
 from streams.worker import metrics
@@ -57,6 +70,10 @@ def profile_view(user_id: str, record: UserRecord) -> dict[str, Any]:
     }
 
 
+FENCE_S = 600.0          # how long events of before an erasure are dropped
+MAX_FENCES = 100_000
+
+
 class Erasure:
     """Erases a user from the users table and from everything the worker keeps in memory."""
 
@@ -67,14 +84,38 @@ class Erasure:
         self.impressions = impressions
         self.requests = requests
         self.latest = latest
+        # user -> (the forget's Kafka timestamp, monotonic time the fence ends), oldest first
+        self.fences: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def profile(self, user_id: str) -> dict[str, Any] | None:
         record = self.ctx.users.record(user_id)
         return None if record is None else profile_view(user_id, record)
 
-    async def erase(self, user_id: str, partition: int) -> None:
-        """Erase the user (the caller then waits for the tombstone's acknowledgement)."""
+    def before(self, user_id: str, message: Message) -> bool:
+        """Whether this message of the user was produced before the user's erasure, and read
+        after it (streams.worker.privacy, "Ordering"): it is then dropped."""
+        fence = self.fences.get(user_id)
+        if fence is None:
+            return False
+        if fence[1] < time.monotonic():
+            del self.fences[user_id]
+            return False
+        stamp = message.timestamp
+        dropped = stamp is not None and stamp <= fence[0]
+        if dropped:
+            metrics.EVENTS_BEFORE_ERASURE.inc()
+        return dropped
+
+    async def erase(self, user_id: str, partition: int, stamp: float | None = None) -> None:
+        """Erase the user, asked for by a message of Kafka timestamp `stamp` (the caller then
+        waits for the tombstone's acknowledgement)."""
         ctx = self.ctx
+        now = time.monotonic()
+        while self.fences and (len(self.fences) >= MAX_FENCES or next(iter(self.fences.values()))[1] < now):
+            self.fences.popitem(last=False)
+        if stamp is not None:
+            self.fences[user_id] = (stamp, now + FENCE_S)
+            self.fences.move_to_end(user_id)
         ctx.users.erase(user_id, partition)
         ctx.note_erased(user_id)
         ctx.scheduler.forget(user_id)

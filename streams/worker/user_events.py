@@ -111,10 +111,12 @@ class UserEvents:
                 if fresh:
                     await self._apply(fresh, records)
                     fresh = []
-                await self.erasure.erase(event.user_id, message.partition)
+                await self.erasure.erase(event.user_id, message.partition, message.timestamp)
                 records[event.user_id] = None
                 await self.changelog_durable()
                 continue
+            if self.erasure.before(event.user_id, message):  # type: ignore[attr-defined]
+                continue   # produced before the user's erasure, read after it: dropped
             if isinstance(event, RecommendationRequest):
                 self.requests.append((event, message))
                 continue

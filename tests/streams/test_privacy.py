@@ -155,6 +155,26 @@ async def test_forget_is_applied_in_order_with_the_users_events(worker: Worker, 
     assert [w.profile["events"] if w else None for w in writes] == [["e1"], None, ["e2"]]
 
 
+def stamped(event: Any, stamp: float) -> Any:
+    event.message.timestamp = stamp
+    return event
+
+
+async def test_events_produced_before_the_forget_and_read_after_it_are_dropped(
+        worker: Worker, engine: FakeEngine) -> None:
+    """The user's review was on a partition the worker was behind on (or on its way through the
+    repartition topic): it arrives after the forget, but was produced before it."""
+    late = stamped(at_home("t.reviews", review("r1"), "u1", 7), NOW - 1)
+    asked = stamped(at_home("t.requests", {"type": "request", "request_id": "q1", "user_id": "u1", "ts": NOW},
+                            "u1", 8), NOW - 1)
+    back = stamped(at_home("t.clicks", click("e2"), "u1", 9), NOW + 1)
+    await worker.user_events.handle([stamped(at_home("t.requests", forget("u1"), "u1", 6), NOW), late, asked])
+    assert worker.ctx.users.record("u1") is None and not worker.ranking.requests and engine.observe_calls == []
+    await worker.user_events.handle([back])   # the user comes back: a new profile
+    record = worker.ctx.users.record("u1")
+    assert record is not None and record.profile["events"] == ["e2"]
+
+
 async def test_a_forget_on_another_partition_is_rerouted_like_any_user_event(worker: Worker) -> None:
     elsewhere = (home("u1") + 1) % PARTITIONS
     await worker.user_events.handle([consumed("t.requests", forget("u1"), "u1", 5, partition=elsewhere)])
