@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Message, Producer, TopicPartition
 
 from ranking.profile import MAX_EVENT_IDS
 from ranking.vectors import decode_vector
@@ -34,6 +34,7 @@ from streams.tools.generated import realistic_events
 from streams.contracts.topics import admin_client
 from streams.tools.worker_process import WorkerProcess, http_get
 from streams.worker.user_record import UserRecord
+from streams.worker.users_table import guess_partition
 
 FAULT_EVENTS = int(os.environ.get("XLREC_FAULT_EVENTS", "1200"))
 POISON_MESSAGES = int(os.environ.get("XLREC_FAULT_POISON", "1000"))
@@ -113,6 +114,48 @@ def produce(settings: Settings, events: Any) -> int:
             producer.send(event)
             count += 1
     return count
+
+
+class MixedProducer:
+    """Sends each user's events by turns with the SDK and with a librdkafka producer left at its
+    defaults (a kcat-like client: consistent_random, crc32 of the key); counts where the latter's
+    events landed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sdk = EventProducer(settings)
+        self.plain = Producer(settings.connection().librdkafka())
+        self.turn: dict[str, int] = defaultdict(int)
+        self.plain_sent = 0
+        self.misplaced = 0
+        self.errors: list[str] = []
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.errors.append(err.str())
+            return
+        key = msg.key()
+        assert key is not None
+        if msg.partition() != guess_partition(key, self.settings.partitions):
+            self.misplaced += 1
+
+    def send_plain(self, topic: str, key: str, value: bytes) -> None:
+        """One message through the librdkafka producer, as a kcat-like app sends it."""
+        self.plain.produce(topic, key=key.encode(), value=value, on_delivery=self._delivered)
+        self.plain.poll(0)
+        self.plain_sent += 1
+
+    def send(self, review: ReviewEvent) -> None:
+        turn = self.turn[review.user_id]
+        self.turn[review.user_id] += 1
+        if turn % 2 == 0:
+            self.sdk.send(review)
+        else:
+            self.send_plain(self.settings.topic("reviews"), review.user_id, review.to_json())
+
+    def flush(self) -> None:
+        self.sdk.flush()
+        assert self.plain.flush(30) == 0 and not self.errors, self.errors[:3]
 
 
 # ---- offsets, topics, the users table ------------------------------------------------------
