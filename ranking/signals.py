@@ -310,8 +310,10 @@ class CoCounts:
         # clipped into it only to be read, never used.
         hist = np.minimum(np.asarray(history_rows, np.int64), self.n.size - 1)
         values = vals / np.sqrt(np.maximum(self.n[hist], 1e-6))[owner]
-        if cosine:
-            values = values / np.sqrt(np.maximum(self.n[cols], 1e-6))
+        if cosine:   # the same roots, taken per item where the catalog is the smaller
+            roots = (np.sqrt(np.maximum(self.n, 1e-6))[cols] if self.n.size <= cols.size
+                     else np.sqrt(np.maximum(self.n[cols], 1e-6)))
+            values = values / roots
         if weights is not None:
             values = values * np.asarray(weights, np.float32)[owner]
         return cols, values, owner
