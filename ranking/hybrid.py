@@ -43,6 +43,7 @@ GROUP_MATRIX = np.asarray([[name in names for names in FEATURE_GROUPS.values()] 
 HISTORY_DEPTH = 20
 HIST_COLS = [FEATURE_INDEX[f"{base}_x_hist"] for base in ("content", "cooc", "trend")]
 HIST_BASE_COLS = [FEATURE_INDEX[base] for base in ("content", "cooc", "trend_24h")]
+DENSE_FROM_ROWS = 64    # a feature matrix of this many rows reads item-to-item features densely
 # Until the learner has seen `warmup_pairs` pairs, rank with this neutral start: every main
 # signal counts the same. Not fitted to any data; the learnt weights replace it.
 VARIANCE_FLOOR = 1e-2   # features are O(1) (shares of the top item, cosines, logs)
@@ -147,15 +148,20 @@ class Signals:
             self.sparse["next"] = (items, _rel(following))
         self._known: tuple[np.ndarray, np.ndarray] | None = None   # (sorted rows, their matrix)
         self._content: np.ndarray | None = None   # `content_all`, once asked for
-        # A small catalog reads them from dense arrays: one gather instead of a search
-        self.dense: dict[str, np.ndarray] = {}
-        if self.n <= DENSE_MERGE_ROWS:
+        # A small catalog reads them from dense arrays (one gather instead of a search) once
+        # a matrix of many rows is asked for (a ranking's candidates, not a learning step's)
+        self.dense: dict[str, np.ndarray] | None = None
+
+    def _dense(self) -> dict[str, np.ndarray]:
+        if self.dense is None:
+            self.dense = {}
             for name, (items, values) in self.sparse.items():
                 self.dense[name] = full = np.zeros(self.n, np.float32)
                 if items.size and items[-1] >= self.n:   # sorted: only then is any outside
                     inside = items < self.n
                     items, values = items[inside], values[inside]
                 full[items] = values
+        return self.dense
 
     def content_all(self) -> np.ndarray:
         """[n, 3]: content, content_own and content_text of every item (the user needs an
@@ -204,8 +210,9 @@ class Signals:
                 x[:, _CONTENT_TEXT] = text @ ctx.interest
             if ctx.own is not None:
                 x[:, _CONTENT_OWN] = vec @ ctx.own
+        dense = self._dense() if self.n <= DENSE_MERGE_ROWS and len(rows) >= DENSE_FROM_ROWS else {}
         for name, (items, values) in self.sparse.items():
-            full = self.dense.get(name)
+            full = dense.get(name)
             x[:, FEATURE_INDEX[name]] = full[rows] if full is not None else _lookup(items, values, rows)
         counts = self.trend.values_of(rows, now)
         x[:, _TREND_SPAN] = _scaled(counts, self.trend_peaks)
