@@ -145,11 +145,9 @@ class ItemCatalog:
         return row
 
     def touch(self, item_id: str, ts: float) -> int:
-        """Make an item known from an event on it (keeps what is already known)."""
-        row = self._ensure(item_id, ts)
-        if not self.active[row] and self.titles[row] is None and self.n_events[row] == 0:
-            self.active[row] = True
-        return row
+        """The row of an item an event names, made if unknown: it gathers the item's counts
+        but stays out of recommendations until an item event names it (`upsert`)."""
+        return self._ensure(item_id, ts)
 
     def delete(self, item_id: str) -> int | None:
         row = self.index.row(item_id)

@@ -113,6 +113,7 @@ class Recommender:
         self.scorer = PairwiseScorer(self.config)
         self.rng = random.Random(seed)
         self.updates = 0
+        self.unknown_item_events = 0   # events on items no item event named (not recommended)
         self._cache: tuple[Any, ...] | None = None   # (key, signals) of the last ranking
         self._unpushed: dict[int, bool] = {}         # rows changed since the store last saw them: urgent
         # user -> (time, candidate rows) of the user's last plain ranking, for learning
@@ -131,9 +132,10 @@ class Recommender:
             self._changed()
 
     def upsert_items(self, events: Sequence[ItemEvent],
-                     vectors: Sequence[np.ndarray] | None = None) -> None:
+                     vectors: Sequence[np.ndarray | None] | None = None) -> None:
         """`upsert_item` for a batch, embedding all texts in one encoder call; `vectors`,
-        if given, are the raw text vectors aligned with `events`."""
+        if given, are the raw text vectors aligned with `events` (None: an item with no text
+        vector, which is recommended by its events alone)."""
         live = [i for i, e in enumerate(events) if not e.deleted]
         for e in events:
             if e.deleted:
@@ -142,7 +144,7 @@ class Recommender:
             return
         raw: dict[int, np.ndarray] = {}
         if vectors is not None:
-            raw = {i: np.asarray(vectors[i], np.float32) for i in live}
+            raw = {i: np.asarray(v, np.float32) for i in live if (v := vectors[i]) is not None}
         elif self.encoder is not None:
             encoded = self.encoder.encode([item_text(events[i]) for i in live])
             raw = dict(zip(live, encoded))
@@ -177,7 +179,9 @@ class Recommender:
         user chose against other candidates), the review is folded into its
         item's vector, and trend and co-occurrence counters move. An event whose event_id is
         already in the profile changes nothing (returns the profile unchanged). An event on
-        an unknown item makes the item known (title unknown until an ItemEvent names it).
+        an item no item event named (or a deleted one) counts for the profile and the item's
+        counters, but the item is recommended only once an item event names it; such events
+        are counted in `unknown_item_events`.
         With `text_later`, a review without `review_vector` is applied without its text, which
         the caller folds in with `add_review_text` once embedded. With `learn=False` the ranker
         does not train on the event (everything else does): the worker's load shedding.
@@ -195,6 +199,7 @@ class Recommender:
                 self._learn_choice(event.user_id, profile, row, event.ts)
         else:
             row = self.catalog.touch(event.item_id, event.ts)
+            self.unknown_item_events += 1
         neutral = None
         if review_vector is not None:
             raw = np.asarray(review_vector, np.float32)

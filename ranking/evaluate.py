@@ -84,12 +84,13 @@ class EngineRanker:
         self.variants: dict[str, list[str]] = {}
 
     def add_item(self, item: NewItem) -> None:
-        """Items without a title become known through their first event (`observe`)."""
-        if item.title:
-            self.engine.upsert_item(
-                Item(item_id=item.item_id, title=item.title, ts=item.ts, lang=item.lang,
-                     description=None, text=item.text, deleted=False),
-                vector=item.text_vector)
+        """Every item is named as an item event would name it (the worker recommends only
+        those); one without a title or text vector is known by its events alone."""
+        untitled = not item.title and item.text_vector is None   # nothing to embed
+        self.engine.upsert_items(
+            [Item(item_id=item.item_id, title=item.title or "", ts=item.ts, lang=item.lang,
+                  description=None, text=item.text, deleted=False)],
+            vectors=[None] if untitled else None if item.text_vector is None else [item.text_vector])
 
     def remove_item(self, item_id: str) -> None:
         self.engine.delete_item(item_id)

@@ -57,6 +57,9 @@ class Engine(Protocol):
     @property
     def encoder(self) -> Encoder | None: ...
 
+    unknown_item_events: int
+    """Events so far on items no item event named (applied, not recommended)."""
+
     def upsert_items(self, events: Sequence[ItemEvent], vectors: Sequence[np.ndarray] | None = None) -> None:
         """Add, update or (`deleted`) remove items; `vectors` are their text embeddings."""
 
@@ -179,6 +182,7 @@ class EngineRunner:
     def _observe_all(self, events: list[UserEvent],
                      profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
         out: list[Profile | Exception] = []
+        unknown = self.engine.unknown_item_events
         stride = max(1, math.ceil(len(events) / LEARN_PER_BATCH))
         metrics.RANKER_LEARNING_SKIPPED.inc(len(events) - len(range(0, len(events), stride)))
         for i, event in enumerate(events):
@@ -190,6 +194,7 @@ class EngineRunner:
                 continue
             profiles[event.user_id] = profile
             out.append(profile)
+        metrics.EVENTS_UNKNOWN_ITEM.inc(self.engine.unknown_item_events - unknown)
         self.engine.flush_store()
         return out
 

@@ -39,6 +39,10 @@ DEAD_LETTERS = Counter(
     "xlrec_dead_letters", "Events sent to the dead-letter topic, per reason "
     "(e.g. invalid_json, schema, encoder_error, ranking_error).",
     ["reason"], registry=REGISTRY)
+EVENTS_UNKNOWN_ITEM = Counter(
+    "xlrec_events_unknown_item", "Clicks and reviews on items no item event named (or deleted): "
+    "applied to the profile and the item's counts, not recommended until an item event names the item.",
+    registry=REGISTRY)
 EVENTS_REROUTED = Counter(
     "xlrec_events_rerouted", "User events that arrived on another partition than their user's "
     "(a producer that does not partition by murmur2 of the user_id, e.g. librdkafka's default "

@@ -67,12 +67,19 @@ def test_duplicate_event_changes_nothing() -> None:
     assert pickle.dumps((rec.catalog, rec.trend, rec.cooc, rec.scorer.pairs)) == state
 
 
-def test_unknown_item_becomes_known_and_deleted_items_disappear() -> None:
+def test_an_unknown_item_is_recommended_only_once_named_and_deleted_items_disappear() -> None:
+    """Issue 16, point 3: events on an item no item event named count for the profile and the
+    item's trend, but the item (no title: a phantom) is recommended only once it is named."""
     rec = _engine()
-    profiles = _feed(rec, [_review(1, "a", "new-1", "en"), _review(2, "b", "s-de")])
-    assert rec.catalog.index.row("new-1") is not None
+    profiles = _feed(rec, [_review(1, "a", "new-1", "en"), _review(2, "b", "s-de"),
+                           _review(3, "d", "new-1", "en")])
+    assert rec.unknown_item_events == 2 and profiles["a"]["events"][-1:] and rec.catalog.index.row("new-1") is not None
     ids = [i.item_id for i in rec.recommend("c", None, k=10, now=T0 + 600)]
-    assert "new-1" in ids                           # a newcomer gets trending and fresh items
+    assert "new-1" not in ids
+    rec.upsert_item(ItemEvent(item_id="new-1", title="Newcomer", ts=T0 + 650))
+    ranked = rec.recommend("c", None, k=10, now=T0 + 660)
+    assert ranked[0].item_id == "new-1" and ranked[0].title == "Newcomer"   # trending: its events counted
+    assert rec.unknown_item_events == 2
     rec.upsert_item(ItemEvent(item_id="s-ko", title="x", ts=T0 + 700, deleted=True))
     ids = [i.item_id for i in rec.recommend("b", profiles["b"], k=10, now=T0 + 800)]
     assert "s-ko" not in ids

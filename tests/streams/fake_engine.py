@@ -71,6 +71,7 @@ class FakeEngine:
         self.ranked: list[tuple[str, Profile | None]] = []
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
         self.forgotten: list[str] = []       # users erased (forget_user)
+        self.unknown_item_events = 0         # events on items no item event named
         self.snapshots = 0           # snapshots whose every piece was taken
         self.flushes = 0
         if items:
@@ -114,6 +115,7 @@ class FakeEngine:
         if event.event_id in base["events"]:
             return base
         self.observed.append(event.event_id)
+        self.unknown_item_events += event.item_id not in self.catalog
         if learn:
             self.learned.append(event.event_id)
         return {**base, "events": [*base["events"], event.event_id], "n": base["n"] + 1}

@@ -110,3 +110,16 @@ async def test_under_a_backlog_the_ranker_learns_from_a_sample_and_profiles_from
     assert engine.learned == [f"b{i}" for i in range(0, 100, stride)]   # every n-th event
     assert LEARN_PER_BATCH // 2 < len(engine.learned) <= LEARN_PER_BATCH
     assert all(record(worker, f"v{i}").profile["n"] == 1 for i in range(100))
+
+
+async def test_events_on_items_no_item_event_named_are_applied_and_counted(worker: Worker,
+                                                                           engine: FakeEngine) -> None:
+    """Issue 16, point 3: the profile takes the event; the item waits for its item event
+    before it is recommended (the engine's side is tests/ranking/test_engine.py)."""
+    before = metrics.EVENTS_UNKNOWN_ITEM._value.get()
+    await worker.user_events.handle([
+        consumed("t.clicks", click("g1", item="ghost"), "u1", 0),
+        consumed("t.clicks", click("k1", item=next(iter(engine.catalog))), "u1", 1),
+        consumed("t.reviews", review("g2", item="ghost"), "u1", 2)])
+    assert record(worker, "u1").profile["events"] == ["g1", "k1", "g2"]
+    assert metrics.EVENTS_UNKNOWN_ITEM._value.get() - before == 2
