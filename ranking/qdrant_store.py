@@ -201,10 +201,14 @@ class EdgeStore:
             return
         try:
             done = rebuild.step(self._apply)
-            if not done and len(rebuild.pending) > MAX_PENDING_WRITES:
-                raise RuntimeError(f"{len(rebuild.pending):,} writes came while it ran; tried again later")
         except Exception as exc:
             log.warning("the vector index rebuild was abandoned: %s", exc)
+            done = None
+        if done is False and len(rebuild.pending) > MAX_PENDING_WRITES:   # a catalog being loaded
+            log.info("the vector index rebuild starts again later: %s writes came while it ran",
+                     f"{len(rebuild.pending):,}")
+            done = None
+        if done is None:
             self._drop_rebuild()
             self._retry_at = time.monotonic() + REBUILD_RETRY_S
             return

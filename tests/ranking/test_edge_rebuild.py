@@ -4,6 +4,7 @@ leaves the live shard whole, and a store of the old layout moves to generations.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranking import edge_rebuild
+from ranking import edge_rebuild, qdrant_store
 from ranking.qdrant_store import EdgeStore
 from ranking.store import ItemPoint
 
@@ -193,3 +194,24 @@ def test_deferred_writes_are_indexed_by_the_next_rebuild(store: EdgeStore, tmp_p
         assert_holds(again, expected | {"item-3": points(3, 4, seed=8)[0].vector})
     finally:
         again.close()
+
+
+def test_a_rebuild_overtaken_by_writes_starts_again_later(store: EdgeStore, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A catalog being loaded writes faster than a copy is built: replaying it all onto the
+    copy would cost what the writes did, so the copy is dropped quietly and made later."""
+    monkeypatch.setattr(qdrant_store, "MAX_PENDING_WRITES", 5)
+    caplog.set_level(logging.INFO, logger="ranking.qdrant_store")
+    store.upsert(points(0, 120))
+    store.maintain()
+    deadline = time.monotonic() + 30
+    n = 120
+    while store._rebuild is not None:
+        assert time.monotonic() < deadline
+        store.upsert(points(n, n + 1))
+        n += 1
+        store.maintain()
+        time.sleep(0.01)
+    assert "starts again later" in caplog.text and "abandoned" not in caplog.text
+    assert store.rebuilds == 0
+    assert_holds(store, {p.item_id: p.vector for p in points(0, n)})
