@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,10 @@ class Settings(BaseSettings):
     # Loopback by default: the routes publish user data, so serving a network is a deliberate choice.
     web_host: str = Field("127.0.0.1", description="Address the worker's HTTP server binds to "
                           "(0.0.0.0: every interface, as in the compose file)")
+    web_url: str | None = Field(None, description="URL the other workers reach this worker's HTTP server "
+                                "at (they forward user routes to the worker holding the user's partition); "
+                                "default http://<XLREC_WEB_HOST>:<XLREC_WEB_PORT>, with the host name when "
+                                "the server binds every interface")
     web_token: SecretStr | None = Field(None, description="When set, every worker HTTP route but "
                                         "/metrics and /health/* asks for `Authorization: Bearer <token>`")
     top_k: int = Field(10, ge=1, le=100)
@@ -90,6 +95,17 @@ class Settings(BaseSettings):
         if name not in TOPIC_NAMES:
             raise ValueError(f"unknown topic {name!r}; expected one of {', '.join(TOPIC_NAMES)}")
         return f"{self.topic_prefix}{name}"
+
+    def advertised_web_url(self) -> str:
+        """`web_url`, or the URL this worker's HTTP server is reached at by default."""
+        if self.web_url:
+            return self.web_url.rstrip("/")
+        host = self.web_host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
 
     def connection(self) -> ConnectionConfig:
         """Bootstrap servers and security, rendered per Kafka client library."""

@@ -60,6 +60,9 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        # What the partition assignor tells the other workers (streams.worker.owners): Faust's
+        # default, http://<host name>:<port>, is not reached where the server binds 127.0.0.1.
+        canonical_url=settings.advertised_web_url(),
         # Faust's own views publish table values (/table/users/<id>/), the cluster's URLs
         # (/router/) and internals without a login; the worker serves only streams.worker.web.
         web_tables_enabled=False,

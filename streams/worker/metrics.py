@@ -63,6 +63,11 @@ RANKER_LEARNING_SKIPPED = Counter(
 RECOMMENDATIONS_REFRESHED = Counter(
     "xlrec_recommendations_refreshed", "Recommendations (counted in xlrec_recommendations too) "
     "re-ranked only because a review's text was folded into the user's profile.", registry=REGISTRY)
+RECOMMENDATIONS_ON_READ = Counter(
+    "xlrec_recommendations_on_read", "Recommendations (counted in xlrec_recommendations too) "
+    "ranked because GET /users/{id}/recommendations asked for a user held here with no latest "
+    "list in memory, e.g. after a restart (streams.worker.web).",
+    registry=REGISTRY)
 RANKINGS_PENDING = Gauge(
     "xlrec_rankings_pending", "Users who wait for their coalesced ranking after an event.",
     registry=REGISTRY)

@@ -36,6 +36,7 @@ class RankingLoop:
         self.impressions = impressions
         self.latest = latest
         self.requests: deque[Request] = deque()
+        self._on_request: dict[str, asyncio.Future[bytes | None]] = {}
 
     async def run(self) -> None:
         """Rank due users and answer requests, forever; sleeps until woken or someone is due."""
@@ -105,6 +106,47 @@ class RankingLoop:
                             request_id=request.request_id if request else None,
                             refresh=pending.refresh if pending else False)
 
+    async def rank_stored(self, user_id: str) -> bytes | None:
+        """The latest recommendation of a user held here that has none in memory (the worker
+        restarted since, or the list was evicted): the user's profile in the users table ranked
+        now, sent like any ranking (streams.worker.web) and returned; None when the table does
+        not hold the user or ranking is off. Concurrent asks for one user share one ranking."""
+        running = self._on_request.get(user_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._on_request[user_id] = future
+        try:
+            body = await self._rank_stored(user_id)
+            future.set_result(body)
+            return body
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()   # retrieved: nobody else need wait for it
+            raise
+        finally:
+            del self._on_request[user_id]
+            if not future.done():
+                future.cancel()
+
+    async def _rank_stored(self, user_id: str) -> bytes | None:
+        ctx = self.ctx
+        record = ctx.users.record(user_id)
+        if record is None or not ctx.scheduler.enabled:
+            return None
+        erasures = ctx.erasures
+        [result] = await ctx.runner.recommend([RankJob(user_id, record.profile, ctx.settings.top_k, ctx.now())])
+        if isinstance(result, Exception):
+            raise result
+        held = self.latest.get(user_id)
+        if held is not None:              # the ranking loop sent one meanwhile: that one is the latest
+            return held
+        if ctx.home_partition(user_id) not in ctx.owned or ctx.erased_since(user_id, erasures):
+            return None                   # moved away or erased meanwhile: nothing is sent from here
+        await self.emit(user_id, result, ctx.runner.engine.model_version, time.time(),
+                        trigger_event_id=record.last_event_id, request_id=None, on_read=True)
+        return self.latest.get(user_id)
+
     async def _failed(self, job: RankJob, error: Exception, pending: PendingRank | None,
                       message: Message | None) -> None:
         """A request's failure is dead-lettered; a user's is retried while the store is away."""
@@ -120,8 +162,9 @@ class RankingLoop:
 
     async def emit(self, user_id: str, items: list[RankedItem], model_version: str,
                    produced_ts: float, *, trigger_event_id: str | None,
-                   request_id: str | None, refresh: bool = False) -> Recommendation:
-        """Send one Recommendation keyed by user_id, remember it for HTTP and feedback."""
+                   request_id: str | None, refresh: bool = False, on_read: bool = False) -> Recommendation:
+        """Send one Recommendation keyed by user_id, remember it for HTTP and feedback (`on_read`:
+        ranked because HTTP asked for it, `rank_stored`: no event latency to observe)."""
         sent_at = time.time()
         rec = Recommendation(
             user_id=user_id, model_version=model_version, trigger_event_id=trigger_event_id,
@@ -131,12 +174,15 @@ class RankingLoop:
                                    title=r.title, lang=r.lang) for r in items])
         body = rec.to_json()
         await self.ctx.topics.recommendations.send(key=user_id.encode(), value=body)
-        self.latest.put(user_id, body)
+        self.latest.put(user_id, body, self.ctx.home_partition(user_id))
         self.impressions.track(rec.recommendation_id, user_id, [r.item_id for r in items], time.monotonic())
+        metrics.RECOMMENDATIONS.inc()
+        if on_read:
+            metrics.RECOMMENDATIONS_ON_READ.inc()
+            return rec
         if refresh:
             metrics.RECOMMENDATIONS_REFRESHED.inc()
         else:
             self.ctx.scheduler.ranked(user_id)
-        metrics.RECOMMENDATIONS.inc()
         metrics.EVENT_TO_RECOMMENDATION_SECONDS.observe(rec.latency_ms / 1000.0)  # type: ignore[operator]
         return rec

@@ -10,6 +10,7 @@ from typing import Any
 from streams.worker.context import WorkerContext
 from streams.worker.review_text_lane import ReviewTextLane
 from streams.worker.users_table import RECENT_S
+from streams.worker.web import LatestRecommendations
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +20,19 @@ RERANK_AFTER_RECOVERY_S = RECENT_S   # users active this recently are re-ranked 
 class Rebalance:
     """Faust's rebalance signals, in the order Faust sends them: revoked, assigned, complete."""
 
-    def __init__(self, ctx: WorkerContext, lane: ReviewTextLane) -> None:
+    def __init__(self, ctx: WorkerContext, lane: ReviewTextLane, latest: LatestRecommendations) -> None:
         self.ctx = ctx
         self.lane = lane
+        self.latest = latest
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         """Sent before the group hands the partitions to anyone else: their users are no
-        longer ranked here, and their waiting review texts are not folded in here."""
-        self.ctx.owned -= self.ctx.user_partitions(revoked)
+        longer ranked here, their waiting review texts are not folded in here, and their
+        latest recommendations are dropped (the new holder answers for them: streams.worker.web)."""
+        gone = self.ctx.user_partitions(revoked)
+        self.ctx.owned -= gone
         self.lane.drop({(tp.topic, tp.partition) for tp in revoked})
+        self.latest.drop_partitions(gone)
 
     async def on_partitions_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         # A newly assigned partition is owned once its table is recovered (on_rebalance_complete):

@@ -24,6 +24,7 @@ from streams.worker.engine_runner import EngineRunner
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.item_events import ItemEvents
 from streams.worker.maintenance import LAG_INTERVAL_S, MAINTENANCE_INTERVAL_S, STORE_INTERVAL_S, Maintenance
+from streams.worker.owners import Owners
 from streams.worker.privacy import Erasure
 from streams.worker.rank_scheduler import RankScheduler
 from streams.worker.ranking_loop import RankingLoop
@@ -52,7 +53,7 @@ class Worker:
         self.erasure = Erasure(ctx, self.lane, self.impressions, self.ranking.requests, self.latest)
         self.user_events = UserEvents(ctx, self.feed, self.lane, self.impressions, self.ranking.requests,
                                       self.erasure)
-        self.rebalance = Rebalance(ctx, self.lane)
+        self.rebalance = Rebalance(ctx, self.lane, self.latest)
         self.maintenance = Maintenance(ctx, self.feed)
         self._register(app, settings)
 
@@ -79,7 +80,8 @@ class Worker:
         _connect(app.on_partitions_assigned, self.rebalance.on_partitions_assigned)
         _connect(app.on_rebalance_complete, self.rebalance.on_rebalance_complete)
         _connect(app.on_before_shutdown, self.maintenance.on_shutdown)
-        web.register(app, self.latest.get, self.ctx.runner.searchable_item, profile=self.erasure.profile)
+        web.register(app, self.latest.get, self.ctx.runner.searchable_item, profile=self.erasure.profile,
+                     owners=Owners(self.ctx), rank=self.ranking.rank_stored)
 
     async def expire_impressions(self) -> None:
         await feedback.expire(self.ctx, self.impressions)
