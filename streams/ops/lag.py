@@ -1,4 +1,5 @@
-"""Consumer lag of xlrec's consumer groups, read from Kafka's admin API.
+"""Consumer lag of xlrec's consumer groups, read from Kafka's admin API (groups, log ends) and
+a non-joining consumer per group (its committed offsets).
 
 Lag is computed exactly as Kafka's own `kafka-consumer-groups.sh` does it: for every
 partition a group has a committed offset on, `lag = log-end offset - committed offset`, with
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from streams.contracts.settings import Settings
@@ -193,21 +194,35 @@ class LagMonitor:
     def _committed_offsets(self) -> tuple[list[str], dict[tuple[str, str, int], int]]:
         """The selected groups (sorted) and their committed offsets."""
         groups = self._groups()
-        # One request per group (librdkafka's limit), all in flight at once.
-        futures = {}
-        for group in groups:
-            futures.update(self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S))
+        metadata = self._admin.list_topics(timeout=REQUEST_TIMEOUT_S)
+        partitions = [TopicPartition(name, p) for name, topic in sorted(metadata.topics.items())
+                      if not name.startswith("__") for p in topic.partitions]
         offsets: dict[tuple[str, str, int], int] = {}
         selected = []
-        for group, future in sorted(futures.items()):
-            partitions = [tp for tp in future.result().topic_partitions or [] if tp.offset >= 0]
-            if self.group is None and not is_xlrec_group(group, {tp.topic for tp in partitions}, self.settings):
+        for group in sorted(groups):
+            found = self._group_committed(group, partitions)
+            if self.group is None and not is_xlrec_group(group, {topic for topic, _ in found}, self.settings):
                 continue
             selected.append(group)
-            for tp in partitions:
-                offsets[(group, tp.topic, tp.partition)] = tp.offset
+            for (topic, partition), offset in found.items():
+                offsets[(group, topic, partition)] = offset
         return selected, offsets
+
+    def _group_committed(self, group: str, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """A group's committed offsets, asked by a consumer of the group that never subscribes
+        (so it never joins the group), not by AdminClient.list_consumer_group_offsets: an
+        admin client has no group handle, and librdkafka crashes the process (SIGSEGV in
+        rd_kafka_cgrp_op, librdkafka issue #5040) when the answer says "not coordinator", as a
+        fresh broker or a moving coordinator does; every worker samples its lag this way."""
+        if not partitions:
+            return {}
+        probe = Consumer({**self.settings.connection().librdkafka(), "group.id": group,
+                          "enable.auto.commit": False, "socket.connection.setup.timeout.ms": 5000})
+        try:
+            found = probe.committed(partitions, timeout=REQUEST_TIMEOUT_S)
+        finally:
+            probe.close()
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
     def _end_offsets(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
         if not partitions:

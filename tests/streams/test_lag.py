@@ -18,7 +18,6 @@ import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaException,
     Producer,
     TopicPartition,
@@ -111,11 +110,16 @@ def run_lag(settings: Settings, *args: str, timeout: float = 30) -> subprocess.C
     return subprocess.run([XLREC, "lag", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def kafka_truth(settings: Settings, group: str) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> (committed, end offset) straight from AdminClient."""
+def kafka_truth(settings: Settings, group: str, topic: str) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (committed, end offset) straight from Kafka: the group's commits as
+    its own consumer reads them (not through the monitor), log ends from AdminClient."""
     admin = admin_client(settings)
-    committed = {(tp.topic, tp.partition): tp.offset for future in admin.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group)]).values() for tp in future.result().topic_partitions}
+    probe = Consumer({**settings.connection().librdkafka(), "group.id": group})
+    try:
+        found = probe.committed([TopicPartition(topic, p) for p in range(settings.partitions)], timeout=10)
+    finally:
+        probe.close()
+    committed = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
     ends = admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in committed})
     return {(tp.topic, tp.partition): (committed[(tp.topic, tp.partition)], future.result().offset)
             for tp, future in ends.items()}
@@ -126,7 +130,7 @@ def test_json_equals_kafka_admin_api(backlog: Backlog) -> None:
     result = run_lag(backlog.settings, "--group", backlog.group, "--json", "--interval", "0.3")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    truth = kafka_truth(backlog.settings, backlog.group)
+    truth = kafka_truth(backlog.settings, backlog.group, backlog.topic)
     print("xlrec lag --json:", result.stdout.strip())
 
     assert {(r["topic"], r["partition"]) for r in rows} == set(truth)

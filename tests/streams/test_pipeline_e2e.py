@@ -21,7 +21,7 @@ from streams.worker.dlq import parse_headers
 from streams.sdk.producer import EventProducer
 from streams.contracts.schemas import ClickEvent, ItemEvent, Recommendation, RecommendationRequest, ReviewEvent
 from streams.contracts.settings import Settings
-from streams.contracts.topics import admin_client, create_topics
+from streams.contracts.topics import create_topics
 from streams.tools.worker_process import WorkerProcess, http_get
 
 pytestmark = pytest.mark.integration
@@ -122,21 +122,23 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def wait_consumed(settings: Settings, topic: str, timeout: float = 30.0) -> None:
     """Until the worker's group committed every offset of `topic` (items are then in Qdrant)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
-    admin = admin_client(settings)
     probe = Consumer({**settings.connection().librdkafka(), "group.id": f"probe-{uuid.uuid4().hex[:6]}"})
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in range(settings.partitions)}
     probe.close()
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.group_id)])
-        committed = {tp.partition: tp.offset for tp in result[settings.group_id].result().topic_partitions
-                     if tp.topic == topic}
-        if all(committed.get(p, -1) >= end for p, end in ends.items()):
-            return
-        time.sleep(0.2)
+    # The group's commits as a non-joining consumer of it reads them: AdminClient's
+    # list_consumer_group_offsets can crash the process (librdkafka #5040, see streams.ops.lag).
+    group = Consumer({**settings.connection().librdkafka(), "group.id": settings.group_id})
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = group.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+            committed = {tp.partition: tp.offset for tp in found}
+            if all(committed.get(p, -1) >= end for p, end in ends.items()):
+                return
+            time.sleep(0.2)
+    finally:
+        group.close()
     raise AssertionError(f"worker did not consume {topic} within {timeout:.0f}s")
 
 
