@@ -27,18 +27,20 @@ class Rebalance:
 
     async def on_partitions_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         """Sent before the group hands the partitions to anyone else: their users are no
-        longer ranked here, their waiting review texts are not folded in here, and their
-        latest recommendations are dropped (the new holder answers for them: streams.worker.web)."""
-        gone = self.ctx.user_partitions(revoked)
-        self.ctx.owned -= gone
+        longer ranked here, their waiting review texts are not folded in here, and the user
+        routes no longer answer for them here (streams.worker.web)."""
+        self.ctx.owned -= self.ctx.user_partitions(revoked)
         self.lane.drop({(tp.topic, tp.partition) for tp in revoked})
-        self.latest.drop_partitions(gone)
 
     async def on_partitions_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         # A newly assigned partition is owned once its table is recovered (on_rebalance_complete):
         # ranked before, its users would be ranked from what this worker knew when it last held
         # it, and that ranking could land after the fresh one of the previous owner.
-        self.ctx.owned &= self.ctx.user_partitions(assigned)
+        held = self.ctx.user_partitions(assigned)
+        self.ctx.owned &= held
+        # The latest lists of partitions given to another worker are dropped; those of partitions
+        # revoked and assigned here again are kept (nobody else held them meanwhile).
+        self.latest.keep_partitions(held)
 
     async def on_rebalance_complete(self, sender: Any = None, **kwargs: Any) -> None:
         """After a restart or a rebalance, re-rank users whose last events may not have been

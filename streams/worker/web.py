@@ -97,13 +97,11 @@ class LatestRecommendations:
     def forget(self, user_id: str) -> None:
         self._data.pop(user_id, None)
 
-    def drop_partitions(self, partitions: Iterable[int]) -> int:
-        """Drop the lists of users of these partitions (they moved to another worker); returns
-        how many were dropped."""
-        gone = set(partitions)
-        if not gone:
-            return 0
-        users = [u for u, (p, _) in self._data.items() if p in gone]
+    def keep_partitions(self, partitions: Iterable[int]) -> int:
+        """Drop the lists of users of every other partition (they moved to another worker);
+        returns how many were dropped."""
+        kept = set(partitions)
+        users = [u for u, (p, _) in self._data.items() if p not in kept]
         for user_id in users:
             del self._data[user_id]
         return len(users)

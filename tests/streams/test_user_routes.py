@@ -158,8 +158,18 @@ async def test_a_partition_that_moved_away_is_answered_by_its_new_holder_not_fro
     await clicked(a, "u1", "e1", 1)
     await a.ranking.rank_batch(a.ctx.scheduler.due(10), [])
     partition = home("u1")
-    await a.rebalance.on_partitions_revoked(None, {TP("t.clicks", partition), TP("t.reviews", partition)})
-    assert a.latest.get("u1") is None            # the revoked partition's lists are dropped
+    others = {p for p in range(PARTITIONS) if p != partition}
+    kept = next(u for u in (f"k{i}" for i in range(100)) if home(u) in others)
+    await clicked(a, kept, "g1", 4)
+    await a.ranking.rank_batch(a.ctx.scheduler.due(10), [])
+    everything = {TP(t, p) for t in ("t.clicks", "t.reviews") for p in range(PARTITIONS)}
+    await a.rebalance.on_partitions_revoked(None, everything)   # eager: a rebalance revokes all first
+    async with serving(a) as session:          # revoked (a rebalance starts): not answered from here
+        revoked = await get(session, a, "/users/u1/recommendations")
+    assert revoked[0] == 503
+    await a.rebalance.on_partitions_assigned(None, {TP(t, p) for t in ("t.clicks", "t.reviews") for p in others})
+    assert a.latest.get("u1") is None            # the lists of the partition given away are dropped,
+    assert a.latest.get(kept) is not None        # those of the partitions assigned here again kept
     # b recovered the partition, and the user's next event was ranked there.
     assign(workers, {p: (b if p == partition else a) for p in range(PARTITIONS)})
     await clicked(b, "u1", "e2", 2)
