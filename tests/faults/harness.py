@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from ranking.profile import MAX_EVENT_IDS
 from ranking.vectors import decode_vector
@@ -31,7 +31,6 @@ from streams.sdk.producer import EventProducer
 from streams.contracts.schemas import ItemEvent, Recommendation, ReviewEvent
 from streams.contracts.settings import Settings
 from streams.tools.generated import realistic_events
-from streams.contracts.topics import admin_client
 from streams.tools.worker_process import WorkerProcess, http_get
 from streams.worker.user_record import UserRecord
 from streams.worker.users_table import guess_partition
@@ -170,10 +169,21 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def committed(settings: Settings, topic: str) -> dict[int, int]:
-    admin = admin_client(settings)  # keep it referenced: a collected client never completes its futures
-    result = admin.list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(settings.group_id)], request_timeout=10)[settings.group_id].result(15)
-    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.topic == topic}
+    """The group's committed offsets of a topic's partitions (those with a commit).
+
+    Asked with a consumer of the group that never subscribes (it does not join the group), not
+    with AdminClient.list_consumer_group_offsets: librdkafka 2.16's admin client crashes the test
+    process (SIGSEGV in rd_kafka_cgrp_op from rd_kafka_handle_OffsetFetch, an admin client has no
+    consumer group handle) when the OffsetFetch answer carries a retriable error, as a new group's
+    coordinator on a fresh broker does ("coordinator load in progress")."""
+    probe = Consumer({**settings.connection().librdkafka(), "group.id": settings.group_id,
+                      "enable.auto.commit": False})
+    try:
+        partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        found = probe.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+    finally:
+        probe.close()
 
 
 def progress(settings: Settings, topic: str) -> tuple[int, int]:

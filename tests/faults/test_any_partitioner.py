@@ -1,7 +1,8 @@
 """Any producer's partitioner: every user's reviews alternate between the SDK (murmur2) and a plain
 confluent-kafka Producer with librdkafka's default partitioner (consistent_random: crc32 of the
 key), as an app in Go, .NET, Node or kcat would send them. The worker re-routes the events that
-landed on another partition than their user's, is SIGKILLed mid-stream and restarted: every
+landed on another partition than their user's; a second worker joins mid-stream, and the first
+is SIGKILLed and restarted: every
 event is applied exactly once, each user's record lives in one changelog partition (its murmur2
 partition), and nothing is dead-lettered. On the old code a restart let a user's stale copy in
 the other changelog partition win: users lost events."""
@@ -54,6 +55,8 @@ def test_a_crc32_producer_and_the_sdk_build_one_profile_per_user(kafka_bootstrap
     reviews_topic, repartition = settings.topic("reviews"), repartition_name(settings)
     half = len(stream.reviews) // 2
     worker = Worker(settings, tmp_path / "data").start()
+    second = Worker(settings, tmp_path / "second" / "data", name="second")
+    second.data_dir.parent.mkdir(parents=True)
     try:
         worker.wait_ready()
         feed_items(settings, stream, [worker])
@@ -66,22 +69,26 @@ def test_a_crc32_producer_and_the_sdk_build_one_profile_per_user(kafka_bootstrap
         wait_consumed(settings, [repartition], 300, [worker])
         sender = threading.Thread(target=replay, args=(producer, stream.reviews[half:], RATE), daemon=True)
         sender.start()
+        # A second worker joins: events are now re-routed from one worker's partitions to the
+        # other's, and partitions move while copies are on their way.
+        second.start().wait_ready()
         deadline = time.time() + 300
         while progress(settings, reviews_topic)[0] < half + (len(stream.reviews) - half) // 2 \
                 and time.time() < deadline:
-            assert worker.alive(), worker.output()[-3000:]
+            assert worker.alive() and second.alive(), worker.output()[-3000:] + second.output()[-3000:]
             time.sleep(0.05)
         killed_at = progress(settings, reviews_topic)[0]
         worker.kill()
         worker.start()
         worker.wait_ready()
         sender.join(300)
-        wait_consumed(settings, [reviews_topic], 300, [worker])
-        wait_consumed(settings, [repartition], 300, [worker])
-        table = wait_texts_folded(settings, [worker])
-        counted = rerouted_counter(worker)
+        wait_consumed(settings, [reviews_topic], 300, [worker, second])
+        wait_consumed(settings, [repartition], 300, [worker, second])
+        table = wait_texts_folded(settings, [worker, second])
+        counted = rerouted_counter(worker) + rerouted_counter(second)
     finally:
         worker.stop()
+        second.stop()
 
     changelog = read_topic(settings, changelog_name(settings, "users"))
     partitions_of: dict[str, set[int]] = defaultdict(set)
