@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from faust.types import TP
 
+from streams.contracts.settings import Settings
 from streams.ops.broker import free_port
 from streams.worker import web
 from streams.worker.app import build_app
@@ -213,3 +215,15 @@ async def test_an_erased_user_is_not_ranked_on_read(workers: tuple[Worker, Worke
         async with serving(a) as session:
             status, _, _ = await get(session, a, "/users/u1/recommendations")
     assert status == 404 and recommendations(a) == []
+
+
+def test_the_url_other_workers_are_told_is_where_this_one_listens(tmp_path: Path) -> None:
+    """Faust's default canonical URL is http://<host name>:<port>, not reached where the server
+    binds 127.0.0.1 (the default): the assignor tells the group XLREC_WEB_URL or the bind address."""
+    def told(**kwargs: Any) -> str:
+        return str(build_app(Settings(data_dir=tmp_path, web_port=7001, **kwargs)).conf.canonical_url)
+
+    assert told() == "http://127.0.0.1:7001"
+    assert told(web_host="0.0.0.0") == f"http://{socket.gethostname()}:7001"
+    assert told(web_host="10.1.2.3") == "http://10.1.2.3:7001"
+    assert told(web_host="0.0.0.0", web_url="http://worker-2.xlrec:6066/") == "http://worker-2.xlrec:6066"
