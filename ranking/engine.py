@@ -408,6 +408,13 @@ class Recommender:
         """Identifier for `Recommendation.model_version`: ranker name, encoder and update count."""
         return f"{self.name}/{getattr(self.encoder, 'name', 'no-encoder')}/{self.updates}"
 
+    def item_lang(self, item_id: str) -> str | None:
+        """The item's main language now (most of its events so far, else its declared one), or
+        None for an item no event or item event named; a dict lookup, for the worker's live
+        quality slices (cross-lingual: the event's language differs from its item's)."""
+        row = self.catalog.index.row(item_id)
+        return None if row is None else self.catalog.main_lang(row)
+
     def feature_weights(self) -> dict[str, float]:
         """The learnt weight of each feature (on raw feature scale), for reports."""
         return dict(zip(FEATURES, self.scorer.weights().tolist()))

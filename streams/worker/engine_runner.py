@@ -72,6 +72,10 @@ class Engine(Protocol):
         """event_id -> vector of each review's text (those with text)."""
         ...
 
+    def item_lang(self, item_id: str) -> str | None:
+        """The item's main language (of its events so far, else declared), None if unknown; cheap."""
+        ...
+
     def add_review_text(self, profile: Profile | None, event: ReviewEvent,
                         review_vector: np.ndarray) -> Profile | None:
         """Fold an embedded review text into its item and its author's profile."""
@@ -172,20 +176,24 @@ class EngineRunner:
         metrics.ENCODER_BATCH_SIZE.observe(len(events))
         return vectors
 
-    async def observe(self, events: Sequence[UserEvent],
-                      profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
+    async def observe(self, events: Sequence[UserEvent], profiles: dict[str, Profile | None],
+                      item_langs: list[str | None] | None = None) -> list[Profile | Exception]:
         """Apply events in order, each to the profile its predecessors left (`profiles` is
         updated in place); an event that raises yields its exception and changes nothing.
-        Review texts are not embedded here: `add_review_texts` folds them in later."""
-        return await self._run(self._engine_thread, self._observe_all, list(events), profiles)
+        Review texts are not embedded here: `add_review_texts` folds them in later.
+        `item_langs`, when given, gets each event's item main language as it was just before
+        the event (None for events without a language: nobody asks for theirs)."""
+        return await self._run(self._engine_thread, self._observe_all, list(events), profiles, item_langs)
 
-    def _observe_all(self, events: list[UserEvent],
-                     profiles: dict[str, Profile | None]) -> list[Profile | Exception]:
+    def _observe_all(self, events: list[UserEvent], profiles: dict[str, Profile | None],
+                     item_langs: list[str | None] | None = None) -> list[Profile | Exception]:
         out: list[Profile | Exception] = []
         unknown = self.engine.unknown_item_events
         stride = max(1, math.ceil(len(events) / LEARN_PER_BATCH))
         metrics.RANKER_LEARNING_SKIPPED.inc(len(events) - len(range(0, len(events), stride)))
         for i, event in enumerate(events):
+            if item_langs is not None:
+                item_langs.append(self.engine.item_lang(event.item_id) if event.lang else None)
             try:
                 profile = self.engine.observe(profiles.get(event.user_id), event, text_later=True,
                                            learn=i % stride == 0)

@@ -112,6 +112,26 @@ EVENT_TO_RECOMMENDATION_SECONDS = Histogram(
     "xlrec_event_to_recommendation_seconds",
     "From an input event's timestamp to the recommendation it triggered being produced.",
     buckets=END_TO_END_BUCKETS, registry=REGISTRY)
+ONLINE_SLICES = ("all", "cross_lingual", "non_english")
+ONLINE_KS = (1, 5, 10)
+_ONLINE_SLICE_HELP = ("slice: all; cross_lingual (the event's language differs from its item's main "
+                      "language); non_english (the event's language is set and not English).")
+ONLINE_EVENTS = Counter(
+    "xlrec_online_events", "Clicks and reviews applied while their user had a latest recommendation "
+    "from this worker, sent before the event (the denominator of online HR@K). " + _ONLINE_SLICE_HELP,
+    ["slice"], registry=REGISTRY)
+ONLINE_HITS = Counter(
+    "xlrec_online_hits", "Of xlrec_online_events, those whose item was among the first k items of "
+    "that latest recommendation: HR@k = xlrec_online_hits{k} / xlrec_online_events. " + _ONLINE_SLICE_HELP,
+    ["slice", "k"], registry=REGISTRY)
+ONLINE_NO_LIST = Counter(
+    "xlrec_online_no_list", "Clicks and reviews applied while their user had no recommendation from "
+    "this worker yet (not counted as misses). " + _ONLINE_SLICE_HELP, ["slice"], registry=REGISTRY)
+for _slice in ONLINE_SLICES:   # every series exists at 0, so ratios and rates do from the start
+    ONLINE_EVENTS.labels(slice=_slice)
+    ONLINE_NO_LIST.labels(slice=_slice)
+    for _k in ONLINE_KS:
+        ONLINE_HITS.labels(slice=_slice, k=str(_k))
 USERS = Gauge(
     "xlrec_users", "Users in this worker's profile table (its assigned partitions).",
     registry=REGISTRY)

@@ -40,6 +40,7 @@ from ranking.profile import languages
 from streams.worker import metrics
 from streams.worker.context import WorkerContext
 from streams.worker.feedback import ImpressionTracker
+from streams.worker.online_quality import OnlineQuality
 from streams.worker.review_text_lane import ReviewTextLane
 from streams.worker.user_record import UserRecord
 from streams.worker.web import LatestRecommendations
@@ -78,12 +79,13 @@ class Erasure:
     """Erases a user from the users table and from everything the worker keeps in memory."""
 
     def __init__(self, ctx: WorkerContext, lane: ReviewTextLane, impressions: ImpressionTracker,
-                 requests: deque[Any], latest: LatestRecommendations) -> None:
+                 requests: deque[Any], latest: LatestRecommendations, quality: OnlineQuality) -> None:
         self.ctx = ctx
         self.lane = lane
         self.impressions = impressions
         self.requests = requests
         self.latest = latest
+        self.quality = quality
         # user -> (the forget's Kafka timestamp, monotonic time the fence ends), oldest first
         self.fences: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
@@ -120,6 +122,7 @@ class Erasure:
         ctx.note_erased(user_id)
         ctx.scheduler.forget(user_id)
         self.latest.forget(user_id)
+        self.quality.forget(user_id)
         self.impressions.forget(user_id)
         self.lane.forget(user_id)
         kept = [r for r in self.requests if r[0].user_id != user_id]

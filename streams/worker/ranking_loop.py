@@ -18,6 +18,7 @@ from streams.worker.context import WorkerContext
 from streams.worker.dlq import Reason
 from streams.worker.engine_runner import RankJob
 from streams.worker.feedback import ImpressionTracker
+from streams.worker.online_quality import OnlineQuality
 from streams.worker.rank_scheduler import PendingRank
 from streams.worker.web import LatestRecommendations
 
@@ -31,10 +32,11 @@ class RankingLoop:
     """Owns the queue of requests; the users agent fills it and marks users in the scheduler."""
 
     def __init__(self, ctx: WorkerContext, impressions: ImpressionTracker,
-                 latest: LatestRecommendations) -> None:
+                 latest: LatestRecommendations, quality: OnlineQuality) -> None:
         self.ctx = ctx
         self.impressions = impressions
         self.latest = latest
+        self.quality = quality
         self.requests: deque[Request] = deque()
         self._on_request: dict[str, asyncio.Future[bytes | None]] = {}
 
@@ -175,7 +177,9 @@ class RankingLoop:
         body = rec.to_json()
         await self.ctx.topics.recommendations.send(key=user_id.encode(), value=body)
         self.latest.put(user_id, body, self.ctx.home_partition(user_id))
-        self.impressions.track(rec.recommendation_id, user_id, [r.item_id for r in items], time.monotonic())
+        shown = [r.item_id for r in items]
+        self.impressions.track(rec.recommendation_id, user_id, shown, time.monotonic())
+        self.quality.sent(user_id, body, shown)
         metrics.RECOMMENDATIONS.inc()
         if on_read:
             metrics.RECOMMENDATIONS_ON_READ.inc()

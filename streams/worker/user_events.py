@@ -33,6 +33,7 @@ from streams.worker.context import WorkerContext
 from streams.worker.engine_runner import FeedbackJob
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.messages import batches, decode
+from streams.worker.online_quality import OnlineQuality
 from streams.worker.privacy import Erasure
 from streams.worker.reroute import Arrival, NoOrigin, Rerouter, arrival
 from streams.worker.review_text_lane import ReviewTextLane
@@ -57,7 +58,8 @@ class UserEvents:
     """Applies user events to the users table and the engine, batch by batch."""
 
     def __init__(self, ctx: WorkerContext, feed: CatalogFeed, lane: ReviewTextLane,
-                 impressions: ImpressionTracker, requests: Requests, erasure: Erasure) -> None:
+                 impressions: ImpressionTracker, requests: Requests, erasure: Erasure,
+                 quality: OnlineQuality) -> None:
         self.ctx = ctx
         self.feed = feed
         self.lane = lane
@@ -65,6 +67,7 @@ class UserEvents:
         self.requests = requests
         self.rerouter = Rerouter(ctx.topics.repartition)
         self.erasure = erasure
+        self.quality = quality
 
     async def process(self, stream: faust.StreamT) -> None:
         """The agent: batches of clicks, reviews and requests, one table update at a time."""
@@ -158,7 +161,12 @@ class UserEvents:
     async def _apply(self, fresh: list[tuple[UserEvent, Message, Arrival]],
                      records: dict[str, UserRecord | None]) -> None:
         ctx = self.ctx
-        results = await self.observe([e for e, _, _ in fresh], records)
+        events = [e for e, _, _ in fresh]
+        # Measured against the lists sent before these events were applied (online_quality).
+        ranks = self.quality.ranks_before(events)
+        item_langs: list[str | None] = []
+        results = await self.observe(events, records, item_langs)
+        self.quality.count(events, ranks, item_langs, [not isinstance(r, Exception) for r in results])
         touched: dict[str, int] = {}
         texts: list[tuple[ReviewEvent, Message]] = []
         feedback: list[FeedbackJob] = []
@@ -214,15 +222,19 @@ class UserEvents:
             await self.ctx.app.crash(exc)
             raise
 
-    async def observe(self, events: list[UserEvent], records: dict[str, UserRecord | None]) -> list[Any]:
+    async def observe(self, events: list[UserEvent], records: dict[str, UserRecord | None],
+                      item_langs: list[str | None] | None = None) -> list[Any]:
         """Apply the events; while the vector store does not answer, wait with backoff and
         apply them again (from the same profiles), instead of dead-lettering a whole outage.
-        The batch is not acknowledged meanwhile, so the group's lag shows the stall."""
+        The batch is not acknowledged meanwhile, so the group's lag shows the stall.
+        `item_langs` gets each event's item language before it (`EngineRunner.observe`)."""
         backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         while True:
             profiles: dict[str, Profile | None] = {uid: record.profile for uid, record in records.items() if record}
+            if item_langs is not None:
+                item_langs.clear()
             try:
-                results = await self.ctx.runner.observe(events, profiles)
+                results = await self.ctx.runner.observe(events, profiles, item_langs)
             except Exception as exc:  # the batch's store write failed: no event was kept
                 results = [exc] * len(events)
             if not any(isinstance(r, Exception) for r in results) or await self.ctx.runner.store_answers():

@@ -24,6 +24,7 @@ from streams.worker.engine_runner import EngineRunner
 from streams.worker.feedback import ImpressionTracker
 from streams.worker.item_events import ItemEvents
 from streams.worker.maintenance import LAG_INTERVAL_S, MAINTENANCE_INTERVAL_S, STORE_INTERVAL_S, Maintenance
+from streams.worker.online_quality import OnlineQuality
 from streams.worker.owners import Owners
 from streams.worker.privacy import Erasure
 from streams.worker.rank_scheduler import RankScheduler
@@ -49,10 +50,12 @@ class Worker:
         self.impressions = ImpressionTracker(settings.feedback_window_s)
         self.latest = web.LatestRecommendations()
         self.lane = ReviewTextLane(ctx)
-        self.ranking = RankingLoop(ctx, self.impressions, self.latest)
-        self.erasure = Erasure(ctx, self.lane, self.impressions, self.ranking.requests, self.latest)
+        self.quality = OnlineQuality(self.latest)
+        self.ranking = RankingLoop(ctx, self.impressions, self.latest, self.quality)
+        self.erasure = Erasure(ctx, self.lane, self.impressions, self.ranking.requests, self.latest,
+                               self.quality)
         self.user_events = UserEvents(ctx, self.feed, self.lane, self.impressions, self.ranking.requests,
-                                      self.erasure)
+                                      self.erasure, self.quality)
         self.rebalance = Rebalance(ctx, self.lane, self.latest)
         self.maintenance = Maintenance(ctx, self.feed)
         self._register(app, settings)

@@ -71,6 +71,7 @@ class FakeEngine:
         self.ranked: list[tuple[str, Profile | None]] = []
         self.feedbacks: list[tuple[str, tuple[str, ...], str | None]] = []
         self.forgotten: list[str] = []       # users erased (forget_user)
+        self.item_langs: dict[str, str | None] = {}   # item main languages set by a test
         self.unknown_item_events = 0         # events on items no item event named
         self.snapshots = 0           # snapshots whose every piece was taken
         self.flushes = 0
@@ -126,6 +127,13 @@ class FakeEngine:
             if event.event_id in self.fail_on:
                 raise ValueError(f"cannot embed {event.event_id}")
         return {e.event_id: np.ones(DIM, dtype=np.float32) / 2 for e in events if e.text.strip()}
+
+    def item_lang(self, item_id: str) -> str | None:
+        """Its language in `item_langs` (the tests' main language), else its item event's."""
+        if item_id in self.item_langs:
+            return self.item_langs[item_id]
+        item = self.catalog.get(item_id)
+        return item.lang if item is not None else None
 
     def add_review_text(self, profile: Profile | None, event: ReviewEvent,
                         review_vector: np.ndarray) -> Profile | None:

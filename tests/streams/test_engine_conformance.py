@@ -139,6 +139,11 @@ def test_feedback_accepts_a_click_and_a_non_click(engine: Engine) -> None:
     engine.feedback("u1", profile, shown, None, now=T0 + 3800)
 
 
+def test_item_lang_is_the_declared_language_before_any_event_and_none_for_unknown_items(engine: Engine) -> None:
+    assert engine.item_lang("s-ko") == "ko" and engine.item_lang("f-en") == "en"
+    assert engine.item_lang("nobody-named-it") is None
+
+
 def test_snapshot_comes_in_pieces_of_bytes(engine: Engine) -> None:
     engine.observe(None, click(1), text_later=True)
     pieces = list(engine.snapshot_pieces())
