@@ -11,7 +11,10 @@ when `../shared/data/steam` or `$XLREC_STEAM_DIR` has them, else generated click
    reflects it (the first one for that user whose trigger is this event or a later one), and
    new items from their produce call to `GET /items/{id}` finding them in the vector store;
 4. memory: each worker's peak RSS, and the bytes per user of the users table (its
-   changelog: the latest value per key, key included).
+   changelog: the latest value per key, key included);
+5. online quality: HR@10 of the events the ranking-on workers applied (the backlog and the
+   fixed-rate phases), read from their `xlrec_online_*` counters: each click or review against
+   the latest recommendation its user had been sent before it (streams.worker.online_quality).
 Rates are measured between the first and the last poll of the workers' own counters
 (`/metrics`), so worker start-up and group joins do not count. Machines are noisy: compare
 runs by `ratio_vs_limit`, which both sides of the same run share.
@@ -94,8 +97,12 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(v[-1], 1), "n": len(v)}
 
 
+ONLINE = "xlrec_online_"   # live quality series, also kept per label set (`online_hr`)
+
+
 def scrape(port: int) -> dict[str, float]:
-    """The worker's /metrics summed per sample name (labels added up)."""
+    """The worker's /metrics summed per sample name (labels added up); the online-quality
+    samples also per label set, as `name{k=10,slice=all}` (labels sorted)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -103,6 +110,8 @@ def scrape(port: int) -> dict[str, float]:
     for family in text_string_to_metric_families(body):
         for sample in family.samples:
             out[sample.name] += sample.value
+            if sample.name.startswith(ONLINE):
+                out[labelled(sample.name, sample.labels)] += sample.value
     # Rankings that follow events; refreshes (a review's text folded in later) trail for long.
     out["recommendations_after_events"] = (out["xlrec_recommendations_total"]
                                            - out["xlrec_recommendations_refreshed_total"])
@@ -128,8 +137,29 @@ class Worker(WorkerProcess):
             return {}
 
 
+def labelled(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
+
 def total(workers: list[Worker], name: str) -> float:
     return sum(w.metrics().get(name, 0.0) for w in workers)
+
+
+def online_hr(samples: list[dict[str, float]], k: int = 10) -> dict[str, Any]:
+    """Online HR@k per slice over the workers' scraped counters (streams.worker.online_quality):
+    hits / events that had a recommendation before them (None without such events), with
+    the counts, and the events whose user had none yet."""
+    def summed(name: str, **labels: str) -> float:
+        key = labelled(f"{ONLINE}{name}_total", labels)
+        return sum(m.get(key, 0.0) for m in samples)
+
+    out: dict[str, Any] = {}
+    for slice_ in ("all", "cross_lingual", "non_english"):
+        events = summed("events", slice=slice_)
+        hits = summed("hits", k=str(k), slice=slice_)
+        out[slice_] = {"hr": round(hits / events, 4) if events else None, "hits": int(hits),
+                       "events": int(events), "no_list": int(summed("no_list", slice=slice_))}
+    return out
 
 
 def text_lane(workers: list[Worker]) -> dict[str, float]:
@@ -510,6 +540,8 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
             for rate in rates:
                 result["freshness"][f"{rate:g}"] = fixed_rate(settings, running, stream, rate, rate_seconds,
                                                               searchable, f"r{rate:g}")
+        # Every event the ranking-on workers applied: the backlog, then the fixed-rate phases.
+        result["online"] = online_hr([w.metrics() for w in running])
         result["item_searchable"] = {**percentiles([s for s in searchable if s is not None]),
                                      "not_searchable": sum(s is None for s in searchable)}
         rss += [round(w.peak_rss_mb(), 1) for w in running]
@@ -535,6 +567,7 @@ def finish(r: dict[str, Any], settings: Any, workers: int) -> dict[str, Any]:
         "recommendations_per_s": r["ranking_on"].get("recommendations_after_events_per_s", 0.0),
         "ratio_vs_limit": round(updates / limit, 4) if limit else None,
         "freshness_ms": fresh,
+        "online_hr@10": {name: v["hr"] for name, v in r["online"].items()},
         "item_searchable_ms": r["item_searchable"],
         "text_lane": lanes,
         "rss_mb": max(r["rss_mb_per_worker"], default=0.0),
@@ -571,6 +604,10 @@ def print_table(doc: dict[str, Any]) -> None:
     s = doc["item_searchable_ms"]
     t.add_row("new item searchable p50/p99", f"{s['p50']} / {s['p99']} ms (n={s['n']}, "
               f"{s['not_searchable']} not within {ITEM_TIMEOUT_S:.0f} s)")
+    for name, v in d["online"].items():
+        hr = "-" if v["hr"] is None else f"{v['hr']:.4f}"
+        t.add_row(f"online HR@10, {name.replace('_', '-')} events", f"{hr} ({v['hits']:,} of {v['events']:,}; "
+                  f"{v['no_list']:,} before any list)")
     t.add_row("worker peak RSS", f"{doc['rss_mb']:,.0f} MB")
     t.add_row("users table per user", f"{doc['bytes_per_user']:,.0f} bytes ({d['table']['users']} users)")
     Console().print(t)

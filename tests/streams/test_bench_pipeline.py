@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.tools import bench_pipeline
-from streams.tools.bench_pipeline import freshness, measure_rate, percentiles
+from streams.tools.bench_pipeline import freshness, measure_rate, online_hr, percentiles
 from streams.cli import app
 
 
@@ -29,6 +29,17 @@ def test_percentiles_nearest_rank() -> None:
     p = percentiles([float(i) for i in range(1, 101)])
     assert (p["p50"], p["p95"], p["p99"], p["max"], p["n"]) == (50.0, 95.0, 99.0, 100.0, 100)
     assert percentiles([])["n"] == 0
+
+
+def test_online_hr_sums_the_workers_labelled_counters() -> None:
+    def worker(events: float, hits: float, no_list: float) -> dict[str, float]:
+        return {"xlrec_online_events_total{slice=all}": events,
+                "xlrec_online_hits_total{k=10,slice=all}": hits,
+                "xlrec_online_no_list_total{slice=all}": no_list,
+                "xlrec_online_hits_total{k=5,slice=all}": 999.0}
+    hr = online_hr([worker(30, 10, 5), worker(10, 2, 1)])
+    assert hr["all"] == {"hr": 0.3, "hits": 12, "events": 40, "no_list": 6}
+    assert hr["cross_lingual"] == {"hr": None, "hits": 0, "events": 0, "no_list": 0}
 
 
 class ScriptedWorker:
@@ -81,3 +92,8 @@ def test_bench_pipeline_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert set(doc["details"]["freshness"]["20"]["text_lane"]) == {"at_start", "at_end"}
     assert doc["machine"]["cpus"] >= 1 and doc["machine"]["partitions"] == 2
     assert doc["details"]["source"].startswith(("Steam reviews", "generated events"))
+    hr = doc["online_hr@10"]   # live quality of the replayed events (streams.worker.online_quality)
+    assert {"all", "cross_lingual"} <= set(hr)
+    online = doc["details"]["online"]["all"]
+    assert online["events"] + online["no_list"] > 0
+    assert hr["all"] is None or 0.0 <= hr["all"] <= 1.0
