@@ -1,4 +1,5 @@
-"""`xlrec dashboard`: a live web page of consumer lag, throughput, latency and dead letters.
+"""`xlrec dashboard`: a live web page of consumer lag, throughput, latency, dead letters and
+online quality (HR@10 of the clicks and reviews against the recommendations sent before them).
 
 One process polls Kafka for lag (streams.ops.lag, so the page shows the same numbers as
 `xlrec lag`) and scrapes every worker's `/metrics` once per tick, turns counters into rates
@@ -38,6 +39,11 @@ SCRAPE_TIMEOUT_S = 2.0
 PROCESSED = "xlrec_events_processed_total"
 DEAD_LETTERS = "xlrec_dead_letters_total"
 LATENCY_BUCKET = "xlrec_event_to_recommendation_seconds_bucket"
+# Live quality (streams.worker.online_quality): events with a list before them, hits@10, per slice.
+ONLINE_EVENTS = "xlrec_online_events_total"
+ONLINE_HITS10 = "xlrec_online_hits_total"
+ONLINE_NO_LIST = "xlrec_online_no_list_total"
+ONLINE_SLICES = ("all", "cross_lingual", "non_english")
 SeriesKey = tuple[str, str]  # (sample name, its one interesting label value)
 
 
@@ -62,6 +68,9 @@ def parse_worker_metrics(text: str) -> dict[SeriesKey, float]:
                 key = (DEAD_LETTERS, sample.labels.get("reason", ""))
             elif sample.name == LATENCY_BUCKET:
                 key = (LATENCY_BUCKET, sample.labels["le"])
+            elif sample.name in (ONLINE_EVENTS, ONLINE_NO_LIST) or (
+                    sample.name == ONLINE_HITS10 and sample.labels.get("k") == "10"):
+                key = (sample.name, sample.labels.get("slice", ""))
             else:
                 continue
             values[key] = values.get(key, 0.0) + sample.value
@@ -189,6 +198,7 @@ class Dashboard:
             "throughput_source": "workers" if any_up else "kafka",
             "latency": {"p50": histogram_quantile(0.5, buckets), "p99": histogram_quantile(0.99, buckets)},
             "dead_letters": rates(DEAD_LETTERS),
+            "online": online_quality(end),
             "workers": [{"url": w.url, "up": w.up, "error": w.error} for w in workers],
         }
 
@@ -219,6 +229,19 @@ class Dashboard:
     async def latest(self, _: web.Request) -> web.Response:
         """The newest snapshot as JSON, for scripts and debugging."""
         return web.json_response(self.history[-1] if self.history else {})
+
+
+def online_quality(totals: dict[SeriesKey, float]) -> dict[str, dict[str, float | None]]:
+    """HR@10 per slice since the dashboard started (its counters start at its first scrape):
+    hits / events that had a recommendation before them, with those counts and the events whose
+    user had none yet; `hr` is None before any such event."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name in ONLINE_SLICES:
+        events = totals.get((ONLINE_EVENTS, name), 0.0)
+        hits = totals.get((ONLINE_HITS10, name), 0.0)
+        out[name] = {"hr": round(hits / events, 4) if events else None, "events": events,
+                     "no_list": totals.get((ONLINE_NO_LIST, name), 0.0)}
+    return out
 
 
 def _kafka_throughput(rows: Iterable[Any]) -> dict[str, float]:

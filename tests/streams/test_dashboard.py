@@ -141,3 +141,29 @@ def test_run_scrapes_workers_and_streams_snapshots() -> None:
     assert latest["throughput"]["xlrec.clicks"] > 0
     assert latest["latency"]["p99"] is not None
     assert latest["dead_letters"] == {"schema": 0.0}
+
+
+def online_exposition(events: float, hits10: float, hits5: float, no_list: float, cross: float = 0.0,
+                      cross_hits: float = 0.0) -> str:
+    """A worker's live-quality series (streams.worker.online_quality), as its /metrics writes them."""
+    return ("# TYPE xlrec_online_events counter\n"
+            f'xlrec_online_events_total{{slice="all"}} {events}\n'
+            f'xlrec_online_events_total{{slice="cross_lingual"}} {cross}\n'
+            "# TYPE xlrec_online_hits counter\n"
+            f'xlrec_online_hits_total{{k="10",slice="all"}} {hits10}\n'
+            f'xlrec_online_hits_total{{k="5",slice="all"}} {hits5}\n'
+            f'xlrec_online_hits_total{{k="10",slice="cross_lingual"}} {cross_hits}\n'
+            "# TYPE xlrec_online_no_list counter\n"
+            f'xlrec_online_no_list_total{{slice="all"}} {no_list}\n')
+
+
+def test_online_hr_at_10_is_summed_over_workers_since_the_dashboard_started() -> None:
+    dashboard = Dashboard(lambda: LagReport(0.0, []), ["a", "b"], window_s=10.0)
+    first = snapshot_rates(dashboard, ["a", "b"], [online_exposition(100, 50, 40, 9), online_exposition(0, 0, 0, 0)],
+                           now=0.0)
+    assert first["online"]["all"]["hr"] is None   # the first scrape is the baseline
+    snap = snapshot_rates(dashboard, ["a", "b"], [online_exposition(110, 54, 40, 10, 4, 1),
+                                                  online_exposition(10, 2, 1, 3, 4, 2)], now=2.0)
+    assert snap["online"]["all"] == {"hr": 0.3, "events": 20, "no_list": 4}
+    assert snap["online"]["cross_lingual"]["hr"] == 0.375
+    assert snap["online"]["non_english"] == {"hr": None, "events": 0.0, "no_list": 0.0}

@@ -172,6 +172,14 @@ function render() {
   const dlqCard = document.getElementById("dlq-rate");
   dlqCard.textContent = fmt(dlq, 2);
   dlqCard.classList.toggle("alert", dlq > 0);
+  const online = last.online || {};
+  const hr = (name) => (online[name] && online[name].hr !== null ? online[name].hr : null);
+  document.getElementById("online-hr").textContent = hr("all") === null ? "–" : fmt(hr("all"), 3);
+  const slices = document.getElementById("online-hr-slices");
+  slices.textContent = `cross-lingual ${hr("cross_lingual") === null ? "–" : fmt(hr("cross_lingual"), 3)}`
+    + ` · non-English ${hr("non_english") === null ? "–" : fmt(hr("non_english"), 3)}`;
+  slices.title = Object.entries(online).map(([name, v]) =>
+    `${name}: ${fmt(v.events, 0)} events with a list before them, ${fmt(v.no_list, 0)} without`).join("\n");
   const up = last.workers.filter((w) => w.up).length;
   document.getElementById("workers-up").textContent = `${up}/${last.workers.length}`;
   const list = document.getElementById("workers-list");
@@ -195,6 +203,11 @@ function render() {
     return v;
   }), "no recommendations in the window");
   drawChart("chart-dlq", "legend-dlq", seriesOf((s) => s.dead_letters), "no dead letters", 2);
+  drawChart("chart-online", "legend-online", seriesOf((s) => {
+    const v = {};
+    for (const [name, q] of Object.entries(s.online || {})) if (q.hr !== null) v[name.replace("_", "-")] = q.hr;
+    return v;
+  }), "no click or review after a recommendation yet", 3);
   renderTable(last.lag);
 }
 
