@@ -52,8 +52,12 @@ def edge_config(dim: int) -> Any:
     """The one shard configuration used by the owner and the child."""
     from qdrant_edge import Distance, EdgeConfig, EdgeOptimizersConfig, EdgeVectorParams
 
+    # One search thread: the engine thread searches, one query at a time, and a pool that
+    # splits a query over segments only adds hand-offs (0.74 against 0.86 ms per search at
+    # 100,000 points on an idle 2-core machine; more when the cores are busy).
     return EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
-                      optimizers=EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB))
+                      optimizers=EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
+                      max_search_threads=1)
 
 
 @dataclass(frozen=True)

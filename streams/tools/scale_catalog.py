@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-seconds", type=float, default=None)
     a = p.parse_args(argv)
     a.work_dir.mkdir(parents=True, exist_ok=True)
+    from ranking.vectors import one_blas_thread
+
+    one_blas_thread()   # as the worker does
     row = measure_one(a.items, events=a.events, seed=a.seed, work_dir=a.work_dir,
                       recommend_every=a.recommend_every, max_seconds=a.max_seconds)
     tmp = a.result.with_suffix(".tmp")

@@ -45,6 +45,7 @@ def worker(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Overrides XLREC_DATA_DIR"),
 ) -> None:
     """Run a worker: items into Qdrant, profiles into the users table, recommendations out."""
+    from ranking.vectors import one_blas_thread
     from streams.sdk.cli import fail
     from streams.contracts.settings import get_settings
 
@@ -53,6 +54,7 @@ def worker(
     if updates:
         settings = settings.model_copy(update=updates)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    one_blas_thread()
     try:
         app, runner = prepare(settings)
     except Exception as exc:  # one line for the operator, no traceback
