@@ -145,11 +145,15 @@ class ShardRebuild:
             apply(self.shard, batch)
         return not self.pending
 
+    def unapplied(self) -> dict[str, Write]:
+        """The writes the live shard has not had yet, oldest first: the deferred ones, then
+        those held during the copy (until `step` applies them, as the child starts)."""
+        return self.base | (self.pending if self._child is None else {})
+
     def abandon(self) -> dict[str, Write]:
-        """Stop the child, close the copy and remove its files; returns the writes the live
-        shard has not had yet (the deferred ones, then those held during the copy), in order."""
+        """Stop the child, close the copy and remove its files; returns `unapplied()`."""
         self._copier.join()
-        held = self.base | (self.pending if self._child is None else {})
+        held = self.unapplied()
         if self._child is not None and self._child.poll() is None:
             self._child.kill()
             self._child.wait()

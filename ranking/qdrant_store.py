@@ -267,13 +267,14 @@ class EdgeStore:
             return {}
         records = self._shard.retrieve([point_id(i) for i in item_ids], with_payload=True, with_vector=True)
         found = dict(_to_point(rec) for rec in records)
-        rebuild = self._rebuild
-        for later in ((rebuild.base if rebuild else {}), (rebuild.pending if rebuild and rebuild.copying else {}),
-                      self._deferred):   # writes the live shard has not had yet, oldest first
-            for item_id in item_ids:
-                if item_id in later:
-                    write = later[item_id]
-                    found.pop(item_id, None) if write is None else found.__setitem__(item_id, write)
+        later = (self._rebuild.unapplied() if self._rebuild else {}) | self._deferred   # not in the live shard yet
+        for item_id in item_ids:
+            if item_id in later:
+                write = later[item_id]
+                if write is None:
+                    found.pop(item_id, None)
+                else:
+                    found[item_id] = write
         return found
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Collection[str] = (),
