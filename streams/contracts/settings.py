@@ -75,6 +75,9 @@ class Settings(BaseSettings):
                                         "/metrics and /health/* asks for `Authorization: Bearer <token>`")
     top_k: int = Field(10, ge=1, le=100)
     rank_interval_s: float = Field(1.0, ge=0.0, description="At most one ranking per user per interval")
+    fetch_wait_ms: int = Field(25, ge=0, le=1000, description="The longest a worker's fetch waits for "
+                               "more records (it returns at once with 64 KiB): batching fetches saves the "
+                               "CPU that one fetch per event costs, for at most this much latency")
     ranking_enabled: bool = Field(True, description="Rank users after their profiles change; off, "
                                   "profiles still update and requests are still answered")
     feedback_window_s: float = Field(600.0, gt=0.0, description="Recommended items not clicked "

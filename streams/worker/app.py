@@ -78,7 +78,9 @@ def build_app(settings: Settings, **overrides: Any) -> faust.App:
         TableManager=XlrecTableManager,
     )
     conf.update(overrides)
-    return XlrecApp(settings.group_id, **conf)
+    app = XlrecApp(settings.group_id, **conf)
+    app.fetch_wait_ms = settings.fetch_wait_ms
+    return app
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:

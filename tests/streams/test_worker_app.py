@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from streams.contracts.settings import Settings
@@ -26,3 +27,19 @@ def test_security_settings_reach_faust(tmp_path: Path) -> None:
     app = build_app(sasl, web_enabled=False)
     assert app.conf.broker_credentials is creds or app.conf.broker_credentials.username == "app"
     assert changelog_name(plain, "users") == "xlrec.xlrec-users-changelog"
+
+
+def test_fetches_wait_to_batch_records(tmp_path: Path) -> None:
+    """The worker's aiokafka consumer waits up to XLREC_FETCH_WAIT_MS for 64 KiB, where Faust
+    alone asks for fetches that return with the first byte (streams.worker.fetch). Built, not
+    started: aiokafka reads both values only when it starts, so they must be on the consumer."""
+    from streams.worker.fetch import FETCH_MIN_BYTES
+
+    async def created(wait_ms: int) -> tuple[int, int]:
+        app = build_app(Settings(data_dir=tmp_path, fetch_wait_ms=wait_ms), web_enabled=False)
+        thread = app.consumer._thread   # type: ignore[attr-defined]
+        consumer = thread._create_worker_consumer(app.transport)
+        return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+
+    for wait_ms in (25, 7):
+        assert asyncio.run(created(wait_ms)) == (FETCH_MIN_BYTES, wait_ms)
