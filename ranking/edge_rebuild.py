@@ -50,12 +50,18 @@ ROOT_ONLY = ("xlrec.lock", "CURRENT", "gen-*")   # what the store root holds bes
 
 def edge_config(dim: int) -> Any:
     """The one shard configuration used by the owner and the child."""
-    from qdrant_edge import Distance, EdgeConfig, EdgeOptimizersConfig, EdgeVectorParams
+    from qdrant_edge import (Distance, EdgeConfig, EdgeOptimizersConfig, EdgeVectorParams,
+                             ScalarQuantizationConfig, ScalarType)
 
     # One search thread: the engine thread searches, one query at a time, and a pool that
     # splits a query over segments only adds hand-offs (0.74 against 0.86 ms per search at
     # 100,000 points on an idle 2-core machine; more when the cores are busy).
-    return EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+    # int8 scalar quantization, held in RAM, with Qdrant's rescoring by the float vectors: the
+    # index walk reads a quarter of the bytes. At 100,000 clustered points of 384 dimensions,
+    # a top-100 search took 0.38 against 0.76 ms, recall@100 0.771 against 0.777, and the
+    # build 15 against 40 s. A shard built without it is quantized at its next rebuild.
+    quantized = ScalarQuantizationConfig(type=ScalarType.Int8, always_ram=True)
+    return EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, quantization_config=quantized),
                       optimizers=EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
                       max_search_threads=1)
 

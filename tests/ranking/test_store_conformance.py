@@ -93,6 +93,12 @@ def test_search_without_payload_gives_ids_and_scores_only(store: VectorStore) ->
     assert [(h.item_id, round(h.score, 5)) for h in bare] == [(h.item_id, round(h.score, 5)) for h in full]
     assert [h.item_id for h in bare] == ["a", "b"]
     assert all(h.payload == {} for h in bare) and full[0].payload["langs"] == ["de"]
+    # Again, once the store may know the ids (EdgeStore keeps those searches returned), and
+    # after a delete and a new item: the ids follow the points, never a remembered answer.
+    assert [h.item_id for h in store.search(unit(0), 3, payload=False)] == ["a", "b", "c"]
+    store.delete(["a"])
+    store.upsert([point("d", 0)])
+    assert [h.item_id for h in store.search(unit(0), 3, payload=False)] == ["d", "b", "c"]
 
 
 def test_upsert_is_idempotent_by_item_id(store: VectorStore) -> None:
