@@ -100,7 +100,7 @@ class EdgeStore:
         # them here (reading the item_id payload of 100 hits cost 0.4-1 ms at 100,000 points,
         # more than the search). A point id is a function of its item_id, so an entry never
         # goes stale; deleted items leave.
-        self._item_ids: dict[uuid.UUID, str] = {}
+        self._item_ids: dict[int | uuid.UUID | str, str] = {}
         self._retry_at = 0.0
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
@@ -301,7 +301,7 @@ class EdgeStore:
         missing = [i for i in ids if i not in self._item_ids]
         if missing:
             for record in self._shard.retrieve(missing, with_payload=True, with_vector=False):
-                self._item_ids[record.id] = record.payload[ITEM_ID_KEY]
+                self._item_ids[record.id] = (record.payload or {})[ITEM_ID_KEY]
         return [Hit(self._item_ids[i], float(p.score), {}) for i, p in zip(ids, found)]
 
     def count(self) -> int:
