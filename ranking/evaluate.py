@@ -113,7 +113,48 @@ class EngineRanker:
         return [(r.item_id, r.score) for r in ranking.items]
 
 
-def build_models(names: list[str], encoder: Encoder | None, seed: int) -> dict[str, Ranker]:
+class ShardedRanker:
+    """One model as a consumer group of N workers runs it: N copies, each of which gets every
+    item (every worker reads the whole items topic) and only the events and rankings of the
+    users whose partition its worker owns (`worker_of`). Nothing else is shared between the
+    copies, as nothing else is shared between the workers today."""
+
+    def __init__(self, shards: list[Ranker], worker_of: Callable[[str], int]) -> None:
+        self.name = shards[0].name
+        self.shards = shards
+        self.worker_of = worker_of
+        self._last: Ranker = shards[0]
+
+    @property
+    def variants(self) -> dict[str, list[str]]:
+        """The variants of the last ranking (EngineRanker's lists before diversity and exploration)."""
+        return getattr(self._last, "variants", {})
+
+    @property
+    def engine(self) -> Recommender:
+        """The first worker's engine (its learnt weights go into the run details)."""
+        return self.shards[0].engine  # type: ignore[attr-defined]
+
+    def add_item(self, item: NewItem) -> None:
+        for shard in self.shards:
+            shard.add_item(item)
+
+    def remove_item(self, item_id: str) -> None:
+        for shard in self.shards:
+            shard.remove_item(item_id)
+
+    def learn(self, event: Interaction) -> None:
+        self.shards[self.worker_of(event.user_id)].learn(event)
+
+    def recommend(self, user_id: str, k: int, now: float,
+                  exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        self._last = self.shards[self.worker_of(user_id)]
+        return self._last.recommend(user_id, k, now, exclude)
+
+
+def build_models(names: list[str], encoder: Encoder | None, seed: int, *, workers: int = 1,
+                 worker_of: Callable[[str], int] | None = None) -> dict[str, Ranker]:
+    """The named models; with `workers` > 1 each is a `ShardedRanker` of that many copies."""
     dim = encoder.dim if encoder is not None else DEFAULT_DIM
     factories: dict[str, Callable[[], Ranker]] = {
         "popularity": Popularity, "recent_popularity": RecentPopularity,
@@ -126,7 +167,11 @@ def build_models(names: list[str], encoder: Encoder | None, seed: int) -> dict[s
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(ALL_MODELS)}")
     if "content" in names and encoder is None:
         raise ValueError("the content model needs an encoder")
-    return {n: factories[n]() for n in names}
+    if workers == 1:
+        return {n: factories[n]() for n in names}
+    if worker_of is None:
+        raise ValueError("several workers need worker_of (user_id -> worker)")
+    return {n: ShardedRanker([factories[n]() for _ in range(workers)], worker_of) for n in names}
 
 
 # ---- bookkeeping --------------------------------------------------------------------------
@@ -164,6 +209,8 @@ class EvalOptions:
     eval_from: float | None = None
     models: list[str] = field(default_factory=lambda: list(ALL_MODELS))
     seed: int = 0
+    workers: int = 1                                 # a consumer group of this many workers
+    worker_of: Callable[[str], int] | None = None    # user_id -> its worker (0..workers-1)
 
 
 def embed_inputs(events: Sequence[AnyEvent], item_events: Sequence[ItemEvent], titles: dict[str, str],
@@ -205,7 +252,8 @@ def evaluate(data: EvalData, options: EvalOptions, encoder: Encoder | None, *,
     started = time.perf_counter()
     review_vecs, item_vecs = embed_inputs(events, item_events, titles, encoder, on_embed)
     embed_seconds = time.perf_counter() - started
-    models = build_models(options.models, encoder, options.seed)
+    models = build_models(options.models, encoder, options.seed, workers=options.workers,
+                          worker_of=options.worker_of)
     results = {name: ModelResult() for name in models}
     if "xlrec" in models:
         results.update({name: ModelResult() for name in ABLATIONS})
@@ -288,6 +336,8 @@ def evaluate(data: EvalData, options: EvalOptions, encoder: Encoder | None, *,
     metrics = {"eval_from": options.eval_from, "events_total": n_total, "events_evaluated": n_eval,
                "seed": options.seed,
                "models": {name: r.to_dict(catalog_size) for name, r in results.items()}}
+    if options.workers > 1:   # only then: the file's schema is a contract of the one-worker run
+        metrics["workers"] = options.workers
     details: dict[str, Any] = {
         "bad_lines": [str(b) for b in data.bad_lines], "catalog_size": catalog_size,
         "embedding_seconds": round(embed_seconds, 2),

@@ -54,7 +54,9 @@ def report_markdown(metrics: dict[str, Any], details: dict[str, Any], command: s
     lines = ["# xlrec evaluation", "", f"Command: `{command}`", "",
              f"Events: {metrics['events_total']:,} read, {metrics['events_evaluated']:,} evaluated "
              f"(test-then-train from ts {metrics['eval_from']}), seed {metrics['seed']}, "
-             f"catalog at the end: {details['catalog_size']:,} items.",
+             f"catalog at the end: {details['catalog_size']:,} items"
+             + (f"; every model replayed as a group of {metrics['workers']} workers, each with its own "
+                "users' events and every item." if metrics.get("workers", 1) > 1 else "."),
              f"Time: embedding {details['embedding_seconds']:.0f} s (encoder "
              f"{details['encoder']}, cache hits {details['cache']['hits']}, misses "
              f"{details['cache']['misses']}), replay of all models {details['replay_seconds']:.0f} s.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -24,6 +25,9 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice")] = 0,
     encoder: Annotated[str, typer.Option("--encoder", help="onnx (the default encoder) or none")] = "onnx",
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token budget per review text")] = 128,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Replay as a consumer group of N workers: "
+                                         "each model runs N copies, a user's events reach the copy owning "
+                                         "the user's partition (XLREC_PARTITIONS), every copy gets every item")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars")] = True,
 ) -> None:
     """Replay an event stream test-then-train through every model and write DIR/metrics.json."""
@@ -74,7 +78,8 @@ def evaluate(
                            info=f"evaluated {evaluated:,}  HR@10 {hr:.4f}")
 
         data = load_eval_data(events, items, limit)
-        options = EvalOptions(eval_from=eval_from, models=names, seed=seed)
+        options = EvalOptions(eval_from=eval_from, models=names, seed=seed, workers=workers,
+                              worker_of=group_member(settings.partitions, workers))
         metrics, details = run(data, options, enc, on_progress=on_progress, on_embed=on_embed)
     command = "xlrec evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_outputs(out, metrics, details, command)
@@ -88,3 +93,15 @@ def evaluate(
     for s, v in targets(metrics).items():
         console.print(f"  target {s}: xlrec {v['xlrec_hr']:.4f} vs {v['best_baseline']} "
                       f"{v['baseline_hr']:.4f} = {v['ratio']:.2f}x ({'met' if v['met'] else 'not met'})")
+
+
+def group_member(partitions: int, workers: int) -> Callable[[str], int]:
+    """user_id -> the worker of a group of `workers` owning the user's partition: the SDK's
+    murmur2 partition of the user_id (as the worker's users table keys it), partitions dealt
+    to the workers in turn (p % workers), as evenly as a group assignment spreads them."""
+    from streams.worker.users_table import guess_partition
+
+    if workers > partitions:
+        raise typer.BadParameter(f"{workers} workers share {partitions} partitions: some would own none; "
+                                 "raise XLREC_PARTITIONS", param_hint="--workers")
+    return lambda user_id: guess_partition(user_id, partitions) % workers

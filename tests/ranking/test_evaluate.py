@@ -50,3 +50,28 @@ def test_bad_lines_of_the_reader_are_reported_and_runs_repeat() -> None:
     again, _ = evaluate(data, options, FakeEncoder())
     strip = lambda m: {n: {k: v for k, v in x.items() if k != "seconds"} for n, x in m["models"].items()}  # noqa: E731
     assert strip(again) == strip(metrics)
+
+
+def _pairs_stream() -> list[Review]:
+    """40 items known first; users 'x...' (worker 0) go from a to b; then user 'y' (worker 1)
+    reviews a, then b (the one event evaluated)."""
+    rows = [_review(i, f"z{i}", f"filler{i}", T0 + i) for i in range(40)]
+    rows += [_review(100 + 2 * i + j, f"x{i}", item, T0 + 100 + 2 * i + j)
+             for i in range(10) for j, item in enumerate(("a", "b"))]
+    rows += [_review(200, "y", "a", T0 + 200), _review(201, "y", "b", T0 + 201)]
+    return rows
+
+
+def test_workers_see_only_their_own_users_events() -> None:
+    """A group of two workers: co-occurrence that one worker's users taught it (a -> b) is not
+    known to the other worker's copy, so its users' b is found only in the one-worker replay.
+    Every copy still knows every item, and the same events are evaluated either way."""
+    data = EvalData(events=_pairs_stream())
+    eval_from = T0 + 200
+    one, _ = evaluate(data, EvalOptions(eval_from=eval_from, models=["cooccurrence"]), None)
+    two, details = evaluate(data, EvalOptions(eval_from=eval_from, models=["cooccurrence", "xlrec"], workers=2,
+                                              worker_of=lambda user: 1 if user == "y" else 0), None)
+    assert one["events_evaluated"] == two["events_evaluated"] == 1
+    assert one["models"]["cooccurrence"]["all"]["hr@10"] == 1.0
+    assert two["models"]["cooccurrence"]["all"]["hr@10"] == 0.0
+    assert two["workers"] == 2 and "xlrec_weights" in details

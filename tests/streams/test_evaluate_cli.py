@@ -109,3 +109,29 @@ def test_cli_without_encoder(tmp_path: Path) -> None:
                      encoder="none", max_tokens=128, progress=False)
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"popularity", "cooccurrence", "xlrec", *ABLATIONS}
+
+
+def test_cli_as_a_group_of_workers(tmp_path: Path) -> None:
+    """`--workers 2`: every user is replayed on the worker owning the user's murmur2 partition
+    (partitions dealt in turn), the same events are evaluated, and metrics.json says so; more
+    workers than partitions is refused."""
+    from streams.tools.evaluate_cli import group_member
+    from streams.worker.users_table import guess_partition
+
+    member = group_member(8, 2)
+    users = [f"user-{i}" for i in range(200)]
+    assert {member(u) for u in users} == {0, 1}
+    assert all(member(u) == guess_partition(u, 8) % 2 for u in users)
+    with pytest.raises(Exception, match="raise XLREC_PARTITIONS"):
+        group_member(8, 9)
+    rows = [_review(i, f"u{i % 30}", f"g{i % 17}", T0 + i) for i in range(400)]
+    events = _jsonl(tmp_path / "events.jsonl", rows)
+    for workers in (1, 2):
+        evaluate_command(events=events, out=tmp_path / f"w{workers}", items=None, eval_from=T0 + 200,
+                         models="popularity,xlrec", limit=None, seed=0, encoder="none", max_tokens=128,
+                         progress=False, workers=workers)
+    one, two = (json.loads((tmp_path / f"w{w}" / "metrics.json").read_text()) for w in (1, 2))
+    assert ("workers" not in one, two["workers"]) == (True, 2)
+    assert one["events_evaluated"] == two["events_evaluated"] > 0
+    assert "group of 2 workers" in (tmp_path / "w2" / "report.md").read_text()
+    assert "workers" not in (tmp_path / "w1" / "report.md").read_text()
