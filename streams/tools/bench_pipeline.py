@@ -223,6 +223,36 @@ def measure_rate(workers: list[Worker], name: str, target: float, timeout_s: flo
     return out
 
 
+def backlog_phase(workers: list[Worker], n_user: int, timeout_s: float, ranking: bool) -> dict[str, Any]:
+    """The rate at which `workers` apply the backlog (and, `ranking`, rank after its events),
+    with each worker's part of it (`per_worker_per_s`: the rate times its share of the work)."""
+    tail = "recommendations_after_events" if ranking else None
+    out = measure_rate(workers, "xlrec_profile_updates_total", n_user, timeout_s, tail=tail)
+    metrics = [w.metrics() for w in workers]
+    for name, key in (("xlrec_profile_updates_total", "per_s"), ("recommendations_after_events", f"{tail}_per_s")):
+        done = [m.get(name, 0.0) for m in metrics]
+        if key in out and sum(done) > 0:
+            out[f"per_worker_{key}"] = [round(out[key] * d / sum(done), 1) for d in done]
+    return out
+
+
+def scaling(r: dict[str, Any], workers: int) -> dict[str, Any]:
+    """The group against one worker on the same backlog: rates per worker, and efficiency,
+    the group's rate over `workers` times one worker's (1.0: perfect scaling)."""
+    one = r["one_worker"]
+    recs = "recommendations_after_events_per_s"
+    pairs = {"profile_updates": (r["ranking_off"].get("per_s", 0.0), one["ranking_off"].get("per_s", 0.0)),
+             "recommendations": (r["ranking_on"].get(recs, 0.0), one["ranking_on"].get(recs, 0.0))}
+    return {
+        "workers": workers,
+        "profile_updates_per_s_per_worker": r["ranking_off"].get("per_worker_per_s", []),
+        "recommendations_per_s_per_worker": r["ranking_on"].get(f"per_worker_{recs}", []),
+        "one_worker": {name: single for name, (_, single) in pairs.items()},
+        "efficiency": {name: round(group / (workers * single), 3) if single else None
+                       for name, (group, single) in pairs.items()},
+    }
+
+
 def produce_backlog(settings: Any, messages: list[Msg]) -> None:
     from streams.sdk.producer import EventProducer
 
@@ -518,9 +548,18 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
         limit = raw_limit(settings, len(backlog), phase_timeout_s)
         result["limit"] = limit
 
+        if workers > 1:   # the reference for the group's scaling: one worker, same backlog
+            result["one_worker"] = {}
+            for phase, ranking in (("ranking_off", "false"), ("ranking_on", "true")):
+                running = run_workers({**base_env, "XLREC_GROUP_ID": f"one-{phase}{run_id}",
+                                       "XLREC_RANKING_ENABLED": ranking}, workdir, 1, f"one-{phase}")
+                result["one_worker"][phase] = backlog_phase(running, n_user, phase_timeout_s, ranking == "true")
+                for w in running:
+                    w.stop()
+
         running = run_workers({**base_env, "XLREC_GROUP_ID": f"off{run_id}", "XLREC_RANKING_ENABLED": "false"},
                               workdir, workers, "off")
-        off = measure_rate(running, "xlrec_profile_updates_total", n_user, phase_timeout_s)
+        off = backlog_phase(running, n_user, phase_timeout_s, False)
         rss += [round(w.peak_rss_mb(), 1) for w in running]
         for w in running:
             w.stop()
@@ -529,8 +568,7 @@ def run(events: int, rates: list[float], bootstrap: str | None, partitions: int,
         on_group = f"on{run_id}"
         running = run_workers({**base_env, "XLREC_GROUP_ID": on_group, "XLREC_RANKING_ENABLED": "true"},
                               workdir, workers, "on")
-        on = measure_rate(running, "xlrec_profile_updates_total", n_user, phase_timeout_s,
-                          tail="recommendations_after_events")
+        on = backlog_phase(running, n_user, phase_timeout_s, True)
         result["ranking_on"] = on
         stream = iter(live)
         searchable: list[float | None] = []
@@ -573,6 +611,7 @@ def finish(r: dict[str, Any], settings: Any, workers: int) -> dict[str, Any]:
         "rss_mb": max(r["rss_mb_per_worker"], default=0.0),
         "bytes_per_user": r["table"]["mean"],
         "machine": machine_info(settings, workers),
+        **({"scaling": scaling(r, workers)} if "one_worker" in r else {}),
         "details": r,
     }
 
@@ -594,6 +633,15 @@ def print_table(doc: dict[str, Any]) -> None:
     t.add_row("profile updates, ranking on", f"{d['ranking_on']['per_s']:,.0f} /s"
               + ("" if d["ranking_on"]["completed"] else " (did not finish)"))
     t.add_row("recommendations, ranking on", f"{doc['recommendations_per_s']:,.0f} /s")
+    if "scaling" in doc:
+        sc = doc["scaling"]
+        t.add_row("  one worker: updates / recommendations",
+                  f"{sc['one_worker']['profile_updates']:,.0f} / {sc['one_worker']['recommendations']:,.0f} /s")
+        t.add_row("  per worker: updates / recommendations",
+                  f"{sc['profile_updates_per_s_per_worker']} / {sc['recommendations_per_s_per_worker']} /s")
+        eff = sc["efficiency"]
+        t.add_row(f"  scaling efficiency of {sc['workers']} workers",
+                  f"updates {eff['profile_updates']}, recommendations {eff['recommendations']}")
     for rate, f in d["freshness"].items():
         t.add_row(f"freshness at {rate} events/s p50/p95/p99",
                   f"{f['p50']} / {f['p95']} / {f['p99']} ms ({f['without_recommendation']} of {f['events']} none)")

@@ -97,3 +97,19 @@ def test_bench_pipeline_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
     online = doc["details"]["online"]["all"]
     assert online["events"] + online["no_list"] > 0
     assert hr["all"] is None or 0.0 <= hr["all"] <= 1.0
+
+
+def test_scaling_compares_the_group_with_one_worker_on_the_same_backlog() -> None:
+    from streams.tools.bench_pipeline import scaling
+
+    recs = "recommendations_after_events_per_s"
+    r = {"one_worker": {"ranking_off": {"per_s": 1000.0}, "ranking_on": {recs: 300.0}},
+         "ranking_off": {"per_s": 1500.0, "per_worker_per_s": [800.0, 700.0]},
+         "ranking_on": {recs: 600.0, f"per_worker_{recs}": [310.0, 290.0]}}
+    out = scaling(r, 2)
+    assert out["efficiency"] == {"profile_updates": 0.75, "recommendations": 1.0}
+    assert out["one_worker"] == {"profile_updates": 1000.0, "recommendations": 300.0}
+    assert out["profile_updates_per_s_per_worker"] == [800.0, 700.0]
+    assert out["recommendations_per_s_per_worker"] == [310.0, 290.0]
+    r["one_worker"]["ranking_on"] = {}   # one worker ranked nothing: no ratio, not a division by 0
+    assert scaling(r, 2)["efficiency"]["recommendations"] is None
