@@ -229,7 +229,8 @@ def backlog_phase(workers: list[Worker], n_user: int, timeout_s: float, ranking:
     tail = "recommendations_after_events" if ranking else None
     out = measure_rate(workers, "xlrec_profile_updates_total", n_user, timeout_s, tail=tail)
     metrics = [w.metrics() for w in workers]
-    for name, key in (("xlrec_profile_updates_total", "per_s"), ("recommendations_after_events", f"{tail}_per_s")):
+    counted = [("xlrec_profile_updates_total", "per_s")] + ([(tail, f"{tail}_per_s")] if tail else [])
+    for name, key in counted:
         done = [m.get(name, 0.0) for m in metrics]
         if key in out and sum(done) > 0:
             out[f"per_worker_{key}"] = [round(out[key] * d / sum(done), 1) for d in done]

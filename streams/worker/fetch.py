@@ -73,7 +73,7 @@ class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Faust passes a fixed fetch_max_wait_ms and no fetch_min_bytes; aiokafka reads both
-        # when the consumer starts (aiokafka is pinned: tests/streams/test_fetch.py checks it).
+        # when the consumer starts (aiokafka is pinned: tests/streams/test_worker_app.py checks it).
         consumer._fetch_min_bytes = FETCH_MIN_BYTES
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_wait_ms", FETCH_WAIT_MS)
         return consumer
